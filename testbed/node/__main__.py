@@ -1,0 +1,69 @@
+"""Node agent entry point: ``python3 -m testbed.node COMMAND``.
+
+Progress goes to stderr through logging; a command's result is one line on stdout,
+``TESTBED-RESULT {json}``, which the host side parses."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+
+from testbed.errors import UserError
+
+RESULT_PREFIX = "TESTBED-RESULT "
+
+
+def _emit(obj: dict[str, object]) -> None:
+    sys.stdout.write(RESULT_PREFIX + json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def _cmd_boot(args: argparse.Namespace) -> int:
+    from testbed.node.boot import boot_guest
+
+    report = boot_guest(args.arch, args.mem, args.smp, args.accel, args.timeout, args.root)
+    _emit(report.to_dict())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m testbed.node")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    boot = sub.add_parser("boot", help="boot a guest, run uname -m, report and shut down")
+    boot.add_argument("--arch", required=True)
+    boot.add_argument("--mem", type=int, default=512)
+    boot.add_argument("--smp", type=int, default=1)
+    boot.add_argument("--accel", default="auto")
+    boot.add_argument("--timeout", type=float, default=120.0)
+    boot.add_argument("--root", choices=("initramfs", "disk"), default="initramfs")
+    boot.set_defaults(func=_cmd_boot)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+        format="%(asctime)s.%(msecs)03d %(name)s: %(message)s", datefmt="%H:%M:%S",
+    )
+    # docker stop / the host's Ctrl-C arrive as SIGTERM: unwind so QEMU is shut down.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        return int(args.func(args))
+    except UserError as exc:
+        _emit({"error": str(exc)})
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # reported to the host as one line; details on stderr
+        from testbed.node.vm import VMLaunchFailure
+
+        if isinstance(exc, VMLaunchFailure):
+            print(exc.details(), file=sys.stderr)
+        else:
+            logging.getLogger("testbed.node").exception("%s failed", args.command)
+        _emit({"error": f"{args.command} failed in the node: {exc}"})
+        return 3
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

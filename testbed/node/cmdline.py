@@ -1,0 +1,109 @@
+"""QEMU command lines for the testbed's guests (pure logic, unit-tested)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from testbed.arch import GuestArch
+
+KVM_BINARY = "qemu-system-aarch64"  # KVM runs both arches through the aarch64 binary
+SERIAL_ID = "serial0"
+
+
+@dataclass(frozen=True)
+class Nic:
+    """A virtio NIC on a host tap device."""
+
+    tap: str = "tap0"
+    mac: str = "52:54:00:12:34:56"
+
+
+@dataclass(frozen=True)
+class Disk:
+    """The guest's root disk: a file path or an nfs:// URL that QEMU opens itself."""
+
+    path: str
+    format: str = "raw"
+
+
+@dataclass(frozen=True)
+class GuestConfig:
+    arch: GuestArch
+    accel: str  # tcg | kvm (resolved, see accel.choose_accel)
+    kernel: str
+    initrd: str
+    serial_socket: str
+    serial_log: str
+    qmp_socket: str
+    monitor_socket: str | None = None
+    mem_mb: int = 512
+    smp: int = 1
+    nic: Nic | None = None
+    guest_ip: str | None = None  # "192.168.2.100/24"
+    guest_gateway: str | None = None
+    disk: Disk | None = None
+    incoming: str | None = None  # e.g. "tcp:0:4321"
+    start_paused: bool = False  # -S
+    extra_append: tuple[str, ...] = ()
+    extra_args: tuple[str, ...] = field(default_factory=tuple)
+
+
+def kernel_append(cfg: GuestConfig) -> str:
+    words = ["console=ttyAMA0", "panic=-1"]
+    if cfg.guest_ip:
+        words.append(f"testbed.ip={cfg.guest_ip}")
+    if cfg.guest_gateway:
+        words.append(f"testbed.gw={cfg.guest_gateway}")
+    if cfg.disk:
+        words.append("testbed.root=/dev/vda")
+    words.extend(cfg.extra_append)
+    return " ".join(words)
+
+
+def machine_args(cfg: GuestConfig) -> list[str]:
+    """Binary, machine, accelerator and CPU."""
+    if cfg.accel == "kvm":
+        cpu = "host" if cfg.arch.aarch64 else "host,aarch64=off"
+        return [KVM_BINARY, "-machine", "virt,gic-version=host", "-accel", "kvm", "-cpu", cpu]
+    if cfg.accel == "tcg":
+        return [cfg.arch.qemu_binary, "-machine", "virt", "-accel", "tcg", "-cpu", cfg.arch.tcg_cpu]
+    raise ValueError(f"accel must be resolved to tcg or kvm, got {cfg.accel!r}")
+
+
+def build_command(cfg: GuestConfig) -> list[str]:
+    """The whole QEMU argv.  Nothing implicit: -nodefaults, no display, no user-mode NIC
+    (nothing may leave the lab), the serial console on a unix socket with a log file, QMP
+    and optionally HMP on unix sockets."""
+    argv = machine_args(cfg)
+    argv += ["-m", str(cfg.mem_mb), "-smp", str(cfg.smp)]
+    argv += ["-nodefaults", "-display", "none", "-no-reboot"]
+    argv += ["-kernel", cfg.kernel, "-initrd", cfg.initrd, "-append", kernel_append(cfg)]
+    # wait=on: QEMU starts the guest only once the agent is attached, so no output is lost.
+    argv += [
+        "-chardev",
+        f"socket,id={SERIAL_ID},path={cfg.serial_socket},server=on,wait=on,"
+        f"logfile={cfg.serial_log},logappend=on",
+        "-serial",
+        f"chardev:{SERIAL_ID}",
+    ]
+    argv += ["-qmp", f"unix:{cfg.qmp_socket},server=on,wait=off"]
+    if cfg.monitor_socket:
+        argv += ["-monitor", f"unix:{cfg.monitor_socket},server=on,wait=off"]
+    if cfg.nic:
+        argv += [
+            "-netdev", f"tap,id=net0,ifname={cfg.nic.tap},script=no,downscript=no",
+            "-device", f"virtio-net-pci,netdev=net0,mac={cfg.nic.mac}",
+        ]
+    else:
+        argv += ["-nic", "none"]
+    if cfg.disk:
+        argv += [
+            "-drive", f"file={cfg.disk.path},if=none,format={cfg.disk.format},id=disk0",
+            "-device", "virtio-blk-pci,drive=disk0",
+        ]
+    if cfg.start_paused:
+        argv.append("-S")
+    if cfg.incoming:
+        argv += ["-incoming", cfg.incoming]
+    argv += list(cfg.extra_args)
+    return argv
