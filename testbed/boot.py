@@ -7,6 +7,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import docker
 import docker.errors
@@ -16,6 +17,7 @@ from testbed.arch import get_arch
 from testbed.errors import UserError
 from testbed.node.__main__ import RESULT_PREFIX
 from testbed.node.accel import ACCELS
+from testbed.privileges import BOOT, Privileges
 
 LOG = logging.getLogger(__name__)
 
@@ -51,9 +53,12 @@ class BootRequest:
             raise UserError(f"unknown root {self.root!r}", f"use one of {', '.join(ROOTS)}")
 
 
-def wants_kvm_device(accel: str, engine_arch: str) -> bool:
-    """Pass /dev/kvm into the board only where KVM could run an ARM guest at all."""
-    return accel in ("auto", "kvm") and engine_arch in ("aarch64", "arm64")
+def privileges_for(accel: str, engine_arch: str) -> Privileges:
+    """A boot container needs nothing (no network either), except /dev/kvm where KVM
+    could run an ARM guest at all: an ARM engine, and auto or kvm requested."""
+    if accel in ("auto", "kvm") and engine_arch in ("aarch64", "arm64"):
+        return Privileges(devices={KVM_DEVICE: "KVM acceleration of the ARM guest"})
+    return BOOT
 
 
 def boot(
@@ -66,28 +71,24 @@ def boot(
     image = images.board_image(request.suite)
     images.require_image(client, image)
     engine_arch = str(client.info().get("Architecture", ""))
-    devices = []
-    if wants_kvm_device(request.accel, engine_arch):
-        devices.append(f"{KVM_DEVICE}:{KVM_DEVICE}:rwm")
+    privileges = privileges_for(request.accel, engine_arch)
     command = [
         "python3", "-m", "testbed.node", "boot", "--arch", request.arch, "--mem",
         str(request.mem_mb), "--smp", str(request.smp), "--accel", request.accel,
         "--timeout", str(request.timeout), "--root", request.root,
     ]
     name = f"testbed-boot-{request.arch}-{uuid.uuid4().hex[:8]}"
-    create = dict(
+    create: dict[str, Any] = dict(
         image=image, command=command, name=name, labels=labels.for_object("boot"),
-        # Least privilege: a TCG guest needs no network, no capability and no device.
-        network_mode="none", cap_drop=["ALL"], security_opt=["no-new-privileges"],
-        devices=devices, init=True,
+        network_mode="none", init=True, **privileges.container_kwargs(),
     )
     try:
         container = client.containers.create(**create)
     except docker.errors.APIError as exc:
-        if not devices or request.accel == "kvm":
+        if not privileges.devices or request.accel == "kvm":
             raise
         LOG.info("no %s on the Docker host (%s): TCG", KVM_DEVICE, exc.explanation)
-        create["devices"] = []
+        create.update(BOOT.container_kwargs())
         container = client.containers.create(**create)
     result: dict[str, object] | None = None
     stderr_tail: list[str] = []

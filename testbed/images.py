@@ -19,7 +19,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from testbed import labels
+from testbed import config, labels
 from testbed.errors import UserError
 
 LOG = logging.getLogger(__name__)
@@ -28,8 +28,8 @@ BASE_IMAGE = "debian:bookworm-slim"
 BASE_SUITE = "bookworm"
 SUITES = ("bookworm-backports", "bookworm")  # where QEMU comes from: 10.0.x, 7.2
 DEFAULT_SUITE = "bookworm-backports"
-BOARD_REPOSITORY = "gauss-testbed/qemu-arm"
-NFS_IMAGE = "gauss-testbed/nfs:latest"
+BOARD_REPOSITORY = f"{config.IMAGE_PREFIX}/qemu-arm"
+NFS_IMAGE = f"{config.IMAGE_PREFIX}/nfs:latest"
 # Python packages the node agent needs inside the board image, installed from wheels.
 NODE_PACKAGES = ("pyroute2", "qemu.qmp")
 

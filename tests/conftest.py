@@ -1,0 +1,64 @@
+"""Shared fixtures.  Integration tests use the real Docker engine and the real images."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from testbed import images, labels
+from testbed.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """The real command line, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "testbed", *args], capture_output=True, text=True,
+        timeout=timeout, env={**os.environ, **(env or {})}, cwd=ROOT,
+    )
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    from testbed.docker_client import connect
+
+    try:
+        return connect()
+    except UserError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs a Docker engine: {exc}")
+        pytest.skip(f"no Docker engine: {exc}")
+
+
+@pytest.fixture(scope="session")
+def built_images(docker_client: docker.DockerClient) -> dict[str, str]:
+    """Builds (or, with a warm cache, re-validates) the images through the product's own
+    build code.  Returns {"board": tag, "nfs": tag}."""
+    images.ensure_base_image(docker_client)
+    board = images.build_board(docker_client, images.DEFAULT_SUITE)
+    nfs = images.build_nfs(docker_client)
+    return {"board": board.tag, "nfs": nfs.tag}
+
+
+def labelled_containers(client: docker.DockerClient, **match: str) -> list[str]:
+    return [c.name for c in client.containers.list(
+        all=True, filters=labels.project_filter(**match))]
+
+
+@pytest.fixture()
+def no_leaks(docker_client: docker.DockerClient) -> Iterator[None]:
+    """The test must leave no testbed container, network or volume behind."""
+    yield
+    filters = labels.project_filter()
+    left = labelled_containers(docker_client)
+    left += [n.name for n in docker_client.networks.list(filters=filters)]
+    left += [v.name for v in docker_client.volumes.list(filters=filters)]
+    assert not left, f"left behind: {left}"
