@@ -258,6 +258,7 @@ def build_nfs(
     on_progress: ProgressCallback | None = None,
 ) -> BuiltImage:
     root = project_root()
+    build_wheels(root, root / "build" / "wheels")
     logs = root / "build" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     return build_image(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import docker
 import docker.models.containers
+import docker.types
 
 from testbed import images
 from testbed.errors import UserError
@@ -32,16 +33,13 @@ class NfsServerSpec:
 def create_nfs_server(client: docker.DockerClient,
                       spec: NfsServerSpec) -> docker.models.containers.Container:
     """Create (not start) the server on ``spec.network`` at ``spec.address``."""
-    container = client.containers.create(
+    return client.containers.create(
         images.NFS_IMAGE, name=spec.name, hostname=spec.name, labels=spec.labels,
         volumes={spec.volume: {"bind": EXPORT_PATH, "mode": "rw"}},
-        network=spec.network, **spec.privileges.container_kwargs(),
+        network=spec.network, networking_config={spec.network: docker.types.EndpointConfig(
+            client.api._version, ipv4_address=spec.address)},
+        **spec.privileges.container_kwargs(),
     )
-    # the address is set on the network endpoint before the container starts
-    network = client.networks.get(spec.network)
-    network.disconnect(container)
-    network.connect(container, ipv4_address=spec.address)
-    return container
 
 
 # ganesha still says READY_LINE when the export failed; these lines mean it did.

@@ -60,6 +60,7 @@ NFS = Privileges(
         "DAC_READ_SEARCH": "open_by_handle_at(2): how nfs-ganesha's VFS FSAL opens files",
         "SETUID": "rpcbind drops to its own user; ganesha takes each client's fs uid",
         "SETGID": "the same, for groups",
+        "NET_ADMIN": "the seed's host route to the guest and switch-route (pyroute2)",
     },
     seccomp_profile="Docker 20.10's default profile refuses name_to_handle_at(2), which "
     "the VFS FSAL needs; this deny-list profile allows it and refuses the rest of what "

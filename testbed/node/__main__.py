@@ -29,6 +29,27 @@ def _cmd_boot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_net(args: argparse.Namespace) -> int:
+    from testbed.node import net
+
+    if args.net_command == "apply":
+        config = net.NetConfig.from_dict(json.loads(args.config))
+        actions = net.apply(config)
+        shaping = net.shape(config.lab_device, args.bandwidth) if args.shape else None
+        _emit({"actions": actions, "shaping": shaping, "forwarding": net.forwarding()})
+    elif args.net_command == "routes":
+        _emit({"routes": net.routes(), "forwarding": net.forwarding()})
+    elif args.net_command == "route-get":
+        _emit({**net.route_get(args.dst), "forwarding": net.forwarding()})
+    elif args.net_command == "replace-route":
+        seconds = net.replace_route(args.dst, args.via)
+        _emit({"dst": args.dst, "via": args.via, "seconds": seconds})
+    elif args.net_command == "delete-route":
+        net.delete_route(args.dst)
+        _emit({"dst": args.dst, "deleted": True})
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m testbed.node")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -41,6 +62,22 @@ def main(argv: list[str] | None = None) -> int:
     boot.add_argument("--timeout", type=float, default=120.0)
     boot.add_argument("--root", choices=("initramfs", "disk"), default="initramfs")
     boot.set_defaults(func=_cmd_boot)
+
+    netp = sub.add_parser("net", help="the node's network (pyroute2)")
+    net_sub = netp.add_subparsers(dest="net_command", required=True)
+    apply = net_sub.add_parser("apply", help="taps, addresses, routes, shaping")
+    apply.add_argument("--config", required=True, help="NetConfig as JSON")
+    apply.add_argument("--shape", action="store_true", help="set (or clear) tc shaping")
+    apply.add_argument("--bandwidth", help="tbf rate of the lab link, e.g. 1gbit")
+    net_sub.add_parser("routes", help="the main routing table")
+    get = net_sub.add_parser("route-get", help="ip route get DST")
+    get.add_argument("dst")
+    rep = net_sub.add_parser("replace-route", help="ip route replace DST via VIA")
+    rep.add_argument("dst")
+    rep.add_argument("via")
+    dele = net_sub.add_parser("delete-route", help="ip route del DST")
+    dele.add_argument("dst")
+    netp.set_defaults(func=_cmd_net)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,

@@ -31,7 +31,8 @@ def test_bad_values_are_one_line_before_docker_is_touched(args: list[str], messa
     assert len(lines) == 1 and lines[0].startswith(f"error: {message}: use "), proc.stderr
 
 
-@pytest.mark.parametrize("args", [["boot", "--arch", "armv8"], ["images", "list"],
+@pytest.mark.parametrize("args", [["boot", "--arch", "armv8"], ["images", "list"], ["up"],
+                                  ["routes"], ["status"], ["trace", "nfs", "guest"],
                                   ["images", "build"], ["down"]])
 def test_docker_not_running_is_one_line(args: list[str]) -> None:
     proc = run_cli(*args, env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
@@ -44,6 +45,9 @@ def test_docker_not_running_is_one_line(args: list[str]) -> None:
 
 def test_every_command_has_help() -> None:
     for args in (["--help"], ["images", "--help"], ["images", "build", "--help"],
-                 ["images", "list", "--help"], ["boot", "--help"], ["down", "--help"]):
+                 ["images", "list", "--help"], ["boot", "--help"], ["down", "--help"],
+                 ["up", "--help"], ["status", "--help"], ["routes", "--help"],
+                 ["trace", "--help"], ["ping", "--help"], ["shell", "--help"],
+                 ["exec", "--help"], ["switch-route", "--help"], ["graph", "--help"]):
         proc = run_cli(*args)
         assert proc.returncode == 0 and "usage: testbed" in proc.stdout, args

@@ -1,0 +1,62 @@
+"""The ``testbed`` command line: parses, calls the library, prints.  Nothing else.
+
+One module per verb group: images, boot, lab (up, down, status and route debugging)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from testbed import __version__
+from testbed.cli import boot, images, lab
+from testbed.cli.output import err
+from testbed.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line naming the problem and where the help is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="testbed",
+        description="ARM KVM/QEMU dirty-page logging validation in Docker containers.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    images.register(sub)
+    boot.register(sub)
+    lab.register(sub)
+    return parser
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr,
+    )
+    # SIGTERM unwinds like Ctrl-C, so every `finally` removes what it created.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except UserError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err.print("interrupted: everything this command created has been removed")
+        return 130

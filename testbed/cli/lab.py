@@ -1,0 +1,244 @@
+"""testbed up|down|status and route debugging: routes, trace, ping, shell, exec,
+switch-route, graph."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from typing import Any
+
+from testbed.cli.output import err, out, print_json, table
+from testbed.errors import UserError
+from testbed.images import DEFAULT_SUITE, SUITES
+from testbed.lab import DEFAULT_LAB
+
+
+def _lab(args: argparse.Namespace, with_topology: bool = False) -> Any:
+    from testbed import docker_client, topology
+    from testbed.lab import Lab, check_lab_name
+
+    check_lab_name(args.lab)
+    topo = topology.load(args.topology) if with_topology else None
+    return Lab(docker_client.connect(), args.lab, topo,
+               getattr(args, "qemu_suite", DEFAULT_SUITE))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    lab = _lab(args, with_topology=True)
+    started = time.monotonic()
+    with err.status(f"bringing lab {lab.name} up") as status:
+        def step(text: str) -> None:
+            status.update(text)
+            err.print(f"  {text}", highlight=False)
+
+        state = lab.up(bandwidth=args.bandwidth, on_step=step)
+    seconds = time.monotonic() - started
+    if args.json:
+        print_json({**state.to_dict(), "seconds": round(seconds, 2)})
+        return 0
+    _print_status(state)
+    out.print(f"lab {lab.name} is up ({seconds:.1f} s)")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from testbed import cleanup, docker_client
+    from testbed.lab import check_lab_name
+
+    client = docker_client.connect()
+    started = time.monotonic()
+    removed = cleanup.remove_labelled(client, lab=None if args.all else check_lab_name(args.lab))
+    seconds = time.monotonic() - started
+    if args.json:
+        print_json({**removed.to_dict(), "seconds": round(seconds, 2)})
+    else:
+        out.print(f"{removed.summary()} ({seconds:.1f} s)")
+    return 0
+
+
+def _print_status(state: Any) -> None:
+    out.print(table(
+        f"lab {state.lab}: network {state.network or '-'} {state.subnet or ''}, volume "
+        f"{state.volume or '-'}", ["node", "role", "container", "state", "address", "image"],
+        [[n.name, n.role, n.container, n.state, n.address, n.image or "-"] for n in state.nodes]))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    state = _lab(args).status()
+    if args.json:
+        print_json(state.to_dict())
+    elif not state.exists:
+        out.print(f"lab {state.lab} is not up")
+    else:
+        _print_status(state)
+        out.print("healthy" if state.healthy else "[red]not healthy[/red]: run `testbed up`")
+    return 0 if state.healthy else 1
+
+
+def _route_text(route: dict[str, Any]) -> str:
+    via = f" via {route['gateway']}" if route.get("gateway") else ""
+    dev = f" dev {route['dev']}" if route.get("dev") else ""
+    return f"{route['dst']}{via}{dev}"
+
+
+def cmd_routes(args: argparse.Namespace) -> int:
+    found = _lab(args).routes(args.node)
+    ok = all(r.matches for r in found)
+    if args.json:
+        print_json({"matches": ok, "nodes": [r.to_dict() for r in found]})
+        return 0 if ok else 1
+    for r in found:
+        rows = []
+        missing = {_route_text(m) for m in r.missing}
+        for route in r.actual:
+            mark = "[red]unexpected[/red]" if route in r.unexpected else "[green]ok[/green]"
+            rows.append([_route_text(route), mark])
+        rows += [[text, "[red]missing[/red]"] for text in sorted(missing)]
+        verdict = "as the topology says" if r.matches else "DIFFERS from the topology"
+        title = f"{r.node}: {verdict}" + "".join(f" ({note})" for note in r.notes)
+        out.print(table(title, ["route (ip route)", "vs topology"], rows))
+    return 0 if ok else 1
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    trace = _lab(args).trace(args.src, args.dst)
+    if args.json:
+        print_json(trace.to_dict())
+        return 0 if trace.reached else 1
+    out.print(table(f"trace {trace.src} -> {trace.dst}", ["hop", "node", "route get", "note"], [
+        [str(i + 1), h.node,
+         (f"via {h.gateway} " if h.gateway else "") + (f"dev {h.dev}" if h.dev else ""), h.note]
+        for i, h in enumerate(trace.hops)]))
+    path = " -> ".join(h.node for h in trace.hops)
+    colour = "green" if trace.reached else "red"
+    out.print(f"{path}: [{colour}]{trace.end}[/{colour}]", highlight=False)
+    return 0 if trace.reached else 1
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    code, output = _lab(args).ping(args.src, args.dst, args.count)
+    sys.stdout.write(output)
+    return code
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not command:
+        raise UserError("no command given", "use testbed exec NODE -- COMMAND [ARGS...]")
+    code, output = _lab(args).exec(args.node, command)
+    sys.stdout.write(output)
+    return code
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    container = _lab(args).container(args.node)
+    docker_cli = shutil.which("docker")
+    if docker_cli is None:
+        raise UserError("the interactive shell needs the docker command line client",
+                        f"install it, or use testbed exec {args.node} -- COMMAND")
+    shell = "bash" if container.exec_run(["sh", "-c", "command -v bash"])[0] == 0 else "sh"
+    os.execv(docker_cli, [docker_cli, "exec", "-it", container.name, shell])
+    return 0  # not reached
+
+
+def cmd_switch_route(args: argparse.Namespace) -> int:
+    result = _lab(args).switch_route(args.via)
+    if args.json:
+        print_json(result)
+    else:
+        out.print(f"{result['node']}: {result['dst']} now via {result['gateway']} "
+                  f"({result['via']}): kernel {result['kernel_ms']:.3f} ms, "
+                  f"round trip {result['wall_ms']:.0f} ms")
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from testbed import graph, topology
+
+    guest_route = None
+    if args.topology:
+        topo = topology.load(args.topology)
+    else:
+        lab = None
+        try:
+            lab = _lab(args)
+            topo = lab.topology
+        except UserError:
+            topo = topology.load(None)
+        if lab is not None and args.format == "text":
+            try:
+                answer = lab.agent(topo.nfs.name, "net", "route-get", topo.guest.ip)
+                guest_route = (f"via {answer['gateway']}" if answer.get("gateway")
+                               else answer.get("error", "directly"))
+            except UserError:
+                guest_route = None
+    rendered = {"text": graph.text, "mermaid": graph.mermaid, "dot": graph.dot}[args.format]
+    sys.stdout.write((rendered(topo, guest_route) if args.format == "text"
+                      else rendered(topo)) + "\n")
+    return 0
+
+
+def register(sub: Any) -> None:
+    def lab_parser(name: str, help: str, json_flag: bool = True, **kw: Any) -> Any:
+        p = sub.add_parser(name, help=help, description=kw.pop("description", help), **kw)
+        p.add_argument("--lab", default=DEFAULT_LAB, help=f"lab name (default {DEFAULT_LAB})")
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="print the result as JSON")
+        return p
+
+    up = lab_parser("up", "create the lab: network, NFS server, boards, seed routes",
+                    description="Bring up the seed's three machines as containers with the "
+                    "topology's routes (pyroute2 inside each node). Idempotent.")
+    up.add_argument("--topology", metavar="FILE", help="topology TOML (default: the seed's)")
+    up.add_argument("--bandwidth", metavar="RATE",
+                    help="shape the boards' lab link with tc tbf, e.g. 1gbit (the seed's link)")
+    up.add_argument("--qemu-suite", choices=SUITES, default=DEFAULT_SUITE,
+                    help="which board image (QEMU version) the boards run")
+    up.set_defaults(func=cmd_up)
+
+    down = lab_parser("down", "remove everything a lab (or the testbed) created")
+    down.add_argument("--all", action="store_true",
+                      help="every testbed object of every lab, boot containers included")
+    down.set_defaults(func=cmd_down)
+
+    lab_parser("status", "the lab's containers and whether it is healthy").set_defaults(
+        func=cmd_status)
+
+    routes = lab_parser("routes", "each node's routing table beside the topology's")
+    routes.add_argument("node", nargs="?", help="only this node")
+    routes.set_defaults(func=cmd_routes)
+
+    trace = lab_parser("trace", "follow `ip route get` node by node from SRC to DST")
+    trace.add_argument("src", help="node to start at")
+    trace.add_argument("dst", help="node, guest, or IPv4 address")
+    trace.set_defaults(func=cmd_trace)
+
+    ping = lab_parser("ping", "ping DST from node SRC", json_flag=False)
+    ping.add_argument("src", help="node to ping from")
+    ping.add_argument("dst", help="node, guest, or IPv4 address")
+    ping.add_argument("--count", type=int, default=3, help="echo requests (3)")
+    ping.set_defaults(func=cmd_ping)
+
+    shell = lab_parser("shell", "an interactive shell in a node", json_flag=False)
+    shell.add_argument("node")
+    shell.set_defaults(func=cmd_shell)
+
+    exe = lab_parser("exec", "run a command in a node: testbed exec NODE -- CMD",
+                     json_flag=False)
+    exe.add_argument("node")
+    exe.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    exe.set_defaults(func=cmd_exec)
+
+    switch = lab_parser("switch-route", "point the NFS server's host route to the guest at a "
+                        "board (atomic ip route replace)")
+    switch.add_argument("--via", required=True, metavar="BOARD", help="gauss-a or gauss-b")
+    switch.set_defaults(func=cmd_switch_route)
+
+    graph = lab_parser("graph", "draw the topology (the lab's, or the file's, or the seed's)",
+                       json_flag=False)
+    graph.add_argument("--topology", metavar="FILE", help="draw this topology file")
+    graph.add_argument("--format", choices=("text", "mermaid", "dot"), default="text")
+    graph.set_defaults(func=cmd_graph)

@@ -1,0 +1,194 @@
+"""A node's network, through pyroute2 (runs inside the node; needs CAP_NET_ADMIN).
+
+Taps, addresses, the routing table, route lookups and tc shaping.  Every operation is
+idempotent: applying the same configuration twice leaves the same state."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+LOG = logging.getLogger(__name__)
+
+MAIN_TABLE = 254
+TBF_HANDLE = 0x10000  # "1:", the root qdisc
+
+
+@dataclass(frozen=True)
+class TapSpec:
+    name: str
+    address: str  # CIDR
+    mac: str
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    dst: str  # "default" or a prefix
+    gateway: str
+
+
+@dataclass
+class NetConfig:
+    """What one node's network must look like (made by the host from the topology)."""
+
+    taps: list[TapSpec] = field(default_factory=list)
+    routes: list[RouteSpec] = field(default_factory=list)
+    lab_device: str = "eth0"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NetConfig:
+        return cls(
+            taps=[TapSpec(**t) for t in data.get("taps", [])],
+            routes=[RouteSpec(**r) for r in data.get("routes", [])],
+            lab_device=data.get("lab_device", "eth0"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _index(ipr: IPRoute, ifname: str) -> int:
+    found = ipr.link_lookup(ifname=ifname)
+    if not found:
+        raise LookupError(f"no interface {ifname}")
+    return int(found[0])
+
+
+def _prefix(dst: str) -> tuple[str, int]:
+    if dst == "default":
+        return "0.0.0.0", 0
+    net = ipaddress.IPv4Network(dst)
+    return str(net.network_address), net.prefixlen
+
+
+def apply(config: NetConfig) -> list[str]:
+    """Make the node's network what ``config`` says; returns what was done."""
+    actions: list[str] = []
+    with IPRoute() as ipr:
+        for tap in config.taps:
+            if not ipr.link_lookup(ifname=tap.name):
+                ipr.link("add", ifname=tap.name, kind="tuntap", mode="tap")
+                actions.append(f"created {tap.name}")
+            idx = _index(ipr, tap.name)
+            ipr.link("set", index=idx, address=tap.mac, state="up")
+            ip, prefixlen = tap.address.split("/")
+            ipr.addr("replace", index=idx, address=ip, prefixlen=int(prefixlen))
+            # the connected route comes with a new address only: put it back if removed
+            subnet = ipaddress.IPv4Interface(tap.address).network
+            ipr.route("replace", dst=str(subnet), oif=idx, prefsrc=ip, scope=253, proto=2,
+                      table=MAIN_TABLE)
+            actions.append(f"{tap.name} {tap.address} {tap.mac} up")
+        wanted = {_prefix(r.dst) for r in config.routes}
+        # Docker's default route (towards its gateway) and any stale static route go.
+        for route in ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE):
+            if route.get_attr("RTA_GATEWAY") is None:
+                continue  # connected routes belong to the addresses
+            dst = route.get_attr("RTA_DST") or "0.0.0.0"
+            key = (dst, route["dst_len"])
+            if key not in wanted:
+                ipr.route("del", dst=f"{dst}/{route['dst_len']}", table=MAIN_TABLE)
+                actions.append(f"removed {dst}/{route['dst_len']} via "
+                               f"{route.get_attr('RTA_GATEWAY')}")
+        for r in config.routes:
+            ipr.route("replace", dst=_netlink_dst(r.dst), gateway=r.gateway, table=MAIN_TABLE)
+            actions.append(f"route {r.dst} via {r.gateway}")
+    return actions
+
+
+def routes() -> list[dict[str, str | None]]:
+    """The main IPv4 routing table as ``{dst, gateway, dev}`` entries."""
+    with IPRoute() as ipr:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        table = []
+        for route in ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE):
+            dst = route.get_attr("RTA_DST")
+            table.append({
+                "dst": f"{dst}/{route['dst_len']}" if dst else "default",
+                "gateway": route.get_attr("RTA_GATEWAY"),
+                "dev": names.get(route.get_attr("RTA_OIF")),
+            })
+    return table
+
+
+def route_get(dst: str) -> dict[str, str | None]:
+    """``ip route get DST``: the route the kernel picks, or ``{"error": ...}``."""
+    with IPRoute() as ipr:
+        try:
+            answer = ipr.route("get", dst=dst)[0]
+        except NetlinkError as exc:
+            return {"dst": dst, "error": exc.args[1] if len(exc.args) > 1 else str(exc)}
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        return {
+            "dst": dst,
+            "gateway": answer.get_attr("RTA_GATEWAY"),
+            "dev": names.get(answer.get_attr("RTA_OIF")),
+            "prefsrc": answer.get_attr("RTA_PREFSRC"),
+            "type": {1: "unicast", 2: "local", 7: "unreachable"}.get(answer["type"],
+                                                                    str(answer["type"])),
+        }
+
+
+def forwarding() -> bool:
+    with open("/proc/sys/net/ipv4/ip_forward") as f:
+        return f.read().strip() == "1"
+
+
+def replace_route(dst: str, gateway: str) -> float:
+    """Atomic ``ip route replace``; returns the seconds the kernel took."""
+    with IPRoute() as ipr:
+        started = time.perf_counter()
+        ipr.route("replace", dst=_netlink_dst(dst), gateway=gateway, table=MAIN_TABLE)
+        return time.perf_counter() - started
+
+
+def delete_route(dst: str) -> None:
+    with IPRoute() as ipr:
+        ipr.route("del", dst=_netlink_dst(dst), table=MAIN_TABLE)
+
+
+def _netlink_dst(dst: str) -> str:
+    return "0.0.0.0/0" if dst == "default" else dst
+
+
+def shape(device: str, rate: str | None) -> str:
+    """tc tbf on ``device`` at ``rate`` (e.g. ``1gbit``); None removes the shaping."""
+    with IPRoute() as ipr:
+        idx = _index(ipr, device)
+        if rate is None:
+            try:
+                ipr.tc("del", index=idx, root=True)
+            except NetlinkError as exc:
+                if exc.code not in (2, 22, 95):  # ENOENT, EINVAL, EOPNOTSUPP: none to delete
+                    raise
+            return f"{device}: no shaping"
+        bits = parse_rate(rate)
+        burst = max(bits // 8 // 100, 32 * 1024)  # 10 ms of traffic, at least 32 KiB
+        ipr.tc("replace", kind="tbf", index=idx, handle=TBF_HANDLE,
+               rate=f"{bits}bit", burst=burst, latency="50ms")
+        return f"{device}: tbf {rate} burst {burst}"
+
+
+_UNITS = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9}
+
+
+def parse_rate(rate: str) -> int:
+    """``1gbit`` -> 1000000000 (bits per second), as tc spells rates."""
+    text = rate.strip().lower()
+    for unit in sorted(_UNITS, key=len, reverse=True):
+        if text.endswith(unit):
+            number = text[: -len(unit)]
+            try:
+                value = float(number)
+            except ValueError:
+                break
+            if value <= 0:
+                break
+            return int(value * _UNITS[unit])
+    raise ValueError(f"bad rate {rate!r}: use a number with kbit, mbit or gbit, e.g. 1gbit")

@@ -1,0 +1,230 @@
+"""The lab on real containers: the seed's routes, route debugging, idempotency, cleanup."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from testbed import labels
+from tests.conftest import run_cli
+from tests.seed_tables import SEED_TABLES
+
+pytestmark = pytest.mark.integration
+
+LAB = "tblab"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "topologies"
+
+
+def cli(verb: str, *args: str) -> tuple[int, str, str]:
+    proc = run_cli(verb, "--lab", LAB, *args)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def cli_json(verb: str, *args: str) -> dict:
+    code, out, err = cli(verb, "--json", *args)
+    assert out, err
+    return {"_exit": code, **json.loads(out)}
+
+
+def lab_objects(client: docker.DockerClient, lab: str = LAB) -> list[str]:
+    f = labels.project_filter(**{labels.LAB: lab})
+    return ([c.name for c in client.containers.list(all=True, filters=f)]
+            + [n.name for n in client.networks.list(filters=f)]
+            + [v.name for v in client.volumes.list(filters=f)])
+
+
+@pytest.fixture(scope="module")
+def lab(docker_client: docker.DockerClient, built_images: dict[str, str]) -> Iterator[dict]:
+    run_cli("down", "--lab", LAB)
+    state = cli_json("up")
+    assert state["_exit"] == 0, state
+    yield state
+    run_cli("down", "--lab", LAB)
+
+
+def test_up_makes_a_healthy_lab(lab: dict) -> None:
+    assert lab["healthy"] and lab["subnet"] == "192.168.10.0/24"
+    assert {n["name"]: n["address"] for n in lab["nodes"]} == {
+        "nfs": "192.168.10.10", "gauss-a": "192.168.10.100", "gauss-b": "192.168.10.101"}
+    assert all(n["state"] == "running" for n in lab["nodes"])
+
+
+def test_every_node_routes_equal_the_seed_tables(lab: dict) -> None:
+    result = cli_json("routes")
+    assert result["_exit"] == 0 and result["matches"] is True
+    for node in result["nodes"]:
+        actual = sorted((r["dst"], r["gateway"], r["dev"]) for r in node["routes"])
+        seed = sorted((r.dst, r.gateway, r.dev) for r in SEED_TABLES[node["node"]])
+        assert actual == seed, node["node"]
+        assert node["matches"] is True
+
+
+def test_least_privilege(docker_client: docker.DockerClient, lab: dict) -> None:
+    for node in lab["nodes"]:
+        host = docker_client.containers.get(node["container"]).attrs["HostConfig"]
+        assert host["Privileged"] is False and host["NetworkMode"] != "host"
+        assert host["CapDrop"] == ["ALL"]
+        assert set(host["CapAdd"]) <= {"NET_ADMIN", "DAC_READ_SEARCH", "SETUID", "SETGID"}
+
+
+def test_trace_nfs_to_the_guest_goes_via_gauss_a(lab: dict) -> None:
+    trace = cli_json("trace", "nfs", "guest")
+    assert trace["_exit"] == 0 and trace["reached"]
+    assert [h["node"] for h in trace["hops"]] == ["nfs", "gauss-a"]
+    assert trace["hops"][0]["gateway"] == "192.168.10.100"
+    assert trace["hops"][1]["dev"] == "tap0"
+    assert trace["end"] == "handed to the guest on gauss-a's tap0"
+
+
+def test_trace_names_the_break_of_a_wrong_route(lab: dict) -> None:
+    code, _, err = cli("exec", "nfs", "--", "ip", "route", "replace", "192.168.2.100/32",
+                       "via", "192.168.10.50")
+    assert code == 0, err
+    try:
+        trace = cli_json("trace", "nfs", "192.168.2.100")
+        assert trace["_exit"] == 1 and not trace["reached"]
+        assert trace["end"] == ("nfs sends it to 192.168.10.50 on the lab network, which is no "
+                                "node of the lab")
+        routes = cli_json("routes", "nfs")
+        assert routes["_exit"] == 1 and routes["matches"] is False
+        assert routes["nodes"][0]["unexpected"] == [
+            {"dst": "192.168.2.100/32", "gateway": "192.168.10.50", "dev": "eth0"}]
+        # a second kind of break: gauss-a loses its route into the tap
+        assert cli("exec", "gauss-a", "--", "ip", "route", "del", "192.168.2.0/24")[0] == 0
+        assert cli("exec", "nfs", "--", "ip", "route", "replace", "192.168.2.100/32",
+                   "via", "192.168.10.100")[0] == 0
+        trace = cli_json("trace", "nfs", "guest")
+        assert not trace["reached"] and trace["end"] == "routing loop: back at nfs"
+        assert [h["node"] for h in trace["hops"]] == ["nfs", "gauss-a"]
+    finally:
+        assert cli("up")[0] == 0  # heals both
+    assert cli_json("routes")["matches"] is True
+    assert cli_json("trace", "nfs", "guest")["reached"]
+
+
+def test_switch_route_flips_the_path(lab: dict) -> None:
+    result = cli_json("switch-route", "--via", "gauss-b")
+    assert result["_exit"] == 0 and result["gateway"] == "192.168.10.101"
+    assert 0 < result["kernel_ms"] < result["wall_ms"]
+    try:
+        trace = cli_json("trace", "nfs", "guest")
+        assert [h["node"] for h in trace["hops"]] == ["nfs", "gauss-b"]
+        routes = cli_json("routes", "nfs")
+        assert routes["matches"] is True
+        assert routes["nodes"][0]["notes"] == ["192.168.2.100/32 switched to gauss-b"]
+    finally:
+        assert cli_json("switch-route", "--via", "gauss-a")["gateway"] == "192.168.10.100"
+    assert [h["node"] for h in cli_json("trace", "nfs", "guest")["hops"]] == ["nfs", "gauss-a"]
+
+
+def test_switch_route_refuses_a_non_board(lab: dict) -> None:
+    code, _, err = cli("switch-route", "--via", "nfs")
+    assert code == 2 and err.strip() == "error: nfs is not a board: use one of gauss-a, gauss-b"
+
+
+def test_ping_inside_the_lab(lab: dict) -> None:
+    code, out, _ = cli("ping", "nfs", "gauss-b", "--count", "2")
+    assert code == 0 and "2 received" in out
+    code, out, _ = cli("ping", "gauss-a", "nfs", "--count", "1")
+    assert code == 0 and "1 received" in out
+    code, out, _ = cli("ping", "nfs", "guest", "--count", "1")  # no guest runs yet
+    assert code != 0 and "0 received" in out
+
+
+def test_nothing_is_routed_out_of_the_lab(lab: dict) -> None:
+    for node in ("nfs", "gauss-a", "gauss-b"):  # route lookups only: no packet leaves
+        trace = cli_json("trace", node, "203.0.113.7")
+        assert not trace["reached"]
+        assert trace["end"].startswith("no route to 203.0.113.7 at nfs"), trace["end"]
+
+
+def test_exec_passes_the_exit_status(lab: dict) -> None:
+    assert cli("exec", "gauss-b", "--", "sh", "-c", "exit 7")[0] == 7
+    code, out, _ = cli("exec", "gauss-b", "--", "cat", "/proc/sys/net/ipv4/ip_forward")
+    assert code == 0 and out.strip() == "1"
+
+
+def test_bandwidth_shapes_the_boards_lab_link(lab: dict) -> None:
+    assert cli("up", "--bandwidth", "100mbit")[0] == 0
+    try:
+        for board in ("gauss-a", "gauss-b"):
+            code, out, _ = cli("exec", board, "--", "tc", "qdisc", "show", "dev", "eth0")
+            assert "tbf" in out and "rate 100Mbit" in out, out
+    finally:
+        assert cli("up")[0] == 0
+    code, out, _ = cli("exec", "gauss-a", "--", "tc", "qdisc", "show", "dev", "eth0")
+    assert "tbf" not in out
+
+
+def test_up_twice_is_idempotent(docker_client: docker.DockerClient, lab: dict) -> None:
+    before = {n["container"]: docker_client.containers.get(n["container"]).id
+              for n in lab["nodes"]}
+    again = cli_json("up")
+    assert again["_exit"] == 0 and again["healthy"]
+    after = {n["container"]: docker_client.containers.get(n["container"]).id
+             for n in again["nodes"]}
+    assert before == after
+    assert sorted(lab_objects(docker_client)) == sorted(
+        [*before, f"{LAB}-net", f"{LAB}-export"])
+    assert cli_json("routes")["matches"] is True
+
+
+def test_a_second_lab_on_the_same_subnet_is_refused_and_leaves_nothing(
+    docker_client: docker.DockerClient, lab: dict
+) -> None:
+    proc = run_cli("up", "--lab", "tbother")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines == ["error: the lab network 192.168.10.0/24 overlaps 192.168.10.0/24 of lab "
+                     f"'{LAB}': take that down (testbed down --lab {LAB})"]
+    assert lab_objects(docker_client, "tbother") == []
+
+
+def test_graph_of_the_running_lab(lab: dict) -> None:
+    code, out, _ = cli("graph")
+    assert code == 0 and "now: nfs reaches the guest via 192.168.10.100" in out
+    code, out, _ = cli("graph", "--format", "mermaid")
+    assert code == 0 and out.startswith("graph LR")
+
+
+def test_unknown_node_is_one_line(lab: dict) -> None:
+    code, _, err = cli("routes", "gauss-c")
+    assert code == 2
+    assert err.strip() == ("error: no node 'gauss-c' in the topology: use one of nfs, gauss-a, "
+                           "gauss-b")
+
+
+def test_status_and_down_leave_nothing(docker_client: docker.DockerClient, lab: dict) -> None:
+    status = cli_json("status")
+    assert status["_exit"] == 0 and status["healthy"]
+    down = cli_json("down")
+    assert down["_exit"] == 0 and len(down["containers"]) == 3
+    assert down["networks"] == [f"{LAB}-net"] and down["volumes"] == [f"{LAB}-export"]
+    assert lab_objects(docker_client) == []
+    status = cli_json("status")
+    assert status["_exit"] == 1 and status["exists"] is False
+
+
+MALFORMED = ["syntax.toml", "unknown-key.toml", "outside-subnet.toml", "duplicate-name.toml",
+             "unreachable-gateway.toml", "bad-mac.toml", "no-nfs.toml"]
+
+
+@pytest.mark.parametrize("name", MALFORMED)
+def test_malformed_topology_is_one_line_and_leaves_nothing(
+    docker_client: docker.DockerClient, built_images: dict[str, str], name: str
+) -> None:
+    proc = run_cli("up", "--topology", str(FIXTURES / name), "--lab", "tbbad")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {FIXTURES / name}: "), proc.stderr
+    assert lab_objects(docker_client, "tbbad") == []
+
+
+def test_routes_of_a_lab_that_is_not_up() -> None:
+    proc = run_cli("routes", "--lab", "tbnone")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: lab 'tbnone' is not up: start it with `testbed up`"
