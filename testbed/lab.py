@@ -29,6 +29,7 @@ from testbed.node.__main__ import RESULT_PREFIX
 from testbed.node.net import NetConfig, RouteSpec, TapSpec, parse_rate
 from testbed.privileges import BOARD
 from testbed.topology import Node, Topology
+from testbed.topology import load as load_topology
 
 LOG = logging.getLogger(__name__)
 
@@ -209,8 +210,9 @@ class Lab:
         A second ``up`` leaves one healthy lab.  If this call created the lab and fails,
         it removes everything again."""
         step = on_step or (lambda text: LOG.info("%s", text))
-        if self._topology is None:
-            raise ValueError("Lab.up needs a topology")
+        if self._topology is None:  # the running lab's topology, else the seed's
+            network = self._network()
+            self._topology = self.topology if network is not None else load_topology()
         if bandwidth is not None:
             try:
                 parse_rate(bandwidth)
@@ -290,9 +292,13 @@ class Lab:
         return {self.network_name: docker.types.EndpointConfig(
             self.client.api._version, ipv4_address=address)}
 
-    def _ensure_running(self, node: Node, create: Callable[[], Any],
+    def _ensure_running(self, node: Node, image: str, create: Callable[[], Any],
                         step: StepCallback) -> docker.models.containers.Container:
         container = self._container(node.name)
+        if container is not None and container.image.id != self.client.images.get(image).id:
+            step(f"{node.name}: {image} was rebuilt, recreating {container.name}")
+            container.remove(force=True)
+            container = None
         if container is None:
             step(f"{node.name}: creating {self.container_name(node.name)} at {node.address}")
             container = create()
@@ -308,7 +314,7 @@ class Lab:
             self.container_name(node.name), self.network_name, node.address, self.volume_name,
             self._labels("node", **{NODE_LABEL: node.name, labels.ROLE: "nfs"}))
         container = self._ensure_running(
-            node, lambda: create_nfs_server(self.client, spec), step)
+            node, images.NFS_IMAGE, lambda: create_nfs_server(self.client, spec), step)
         seconds = wait_ready(container)
         step(f"{node.name}: NFS server ready ({seconds:.1f} s)")
 
@@ -320,7 +326,7 @@ class Lab:
                 network=self.network_name, networking_config=self._endpoint(node.address),
                 init=True, **BOARD.container_kwargs(),
             )
-        self._ensure_running(node, create, step)
+        self._ensure_running(node, image, create, step)
 
     def _configure(self, node: Node, bandwidth: str | None, step: StepCallback) -> None:
         config = NetConfig(

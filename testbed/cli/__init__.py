@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from testbed import __version__
-from testbed.cli import boot, images, lab
+from testbed.cli import boot, images, lab, run
 from testbed.cli.output import err
 from testbed.errors import UserError
 
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     images.register(sub)
     boot.register(sub)
     lab.register(sub)
+    run.register(sub)
     return parser
 
 

@@ -12,6 +12,7 @@ import signal
 import sys
 
 from testbed.errors import UserError
+from testbed.node.labvm import VMError
 
 RESULT_PREFIX = "TESTBED-RESULT "
 
@@ -50,6 +51,43 @@ def _cmd_net(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_vm(args: argparse.Namespace) -> int:
+    from testbed.node.labvm import LabVM, LabVMSpec
+
+    vm = LabVM(args.name)
+    cmd = args.vm_command
+    if cmd == "start":
+        _emit(vm.start(LabVMSpec.from_dict(json.loads(args.spec))))
+    elif cmd == "ready":
+        _emit(vm.wait_ready(args.timeout))
+    elif cmd == "run":
+        _emit(vm.run(args.cmd, args.timeout))
+    elif cmd == "send":
+        vm.send(args.text.encode().decode("unicode_escape"))
+        _emit({"sent": True})
+    elif cmd == "qmp":
+        _emit({"return": vm.execute(args.execute, json.loads(args.arguments))})
+    elif cmd == "hmp":
+        _emit({"output": vm.hmp(args.command_line)})
+    elif cmd == "console":
+        text = vm.console_text(args.offset)
+        _emit({"offset": args.offset, "text": text})
+    elif cmd == "ram-hashes":
+        _emit(vm.ram_hashes(args.mem))
+    elif cmd == "ram-peek":
+        _emit({"pages": vm.ram_peek([int(p) for p in args.pages.split(",") if p])})
+    elif cmd == "ram-drop":
+        vm.ram_drop()
+        _emit({"dropped": True})
+    elif cmd == "poke":
+        _emit(vm.poke(args.page, bytes.fromhex(args.data)))
+    elif cmd == "alive":
+        _emit({"alive": vm.alive()})
+    elif cmd == "stop":
+        _emit(vm.stop())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m testbed.node")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -78,6 +116,30 @@ def main(argv: list[str] | None = None) -> int:
     dele = net_sub.add_parser("delete-route", help="ip route del DST")
     dele.add_argument("dst")
     netp.set_defaults(func=_cmd_net)
+
+    vmp = sub.add_parser("vm", help="a long-lived guest in this node")
+    vmp.add_argument("--name", default="guest")
+    vm_sub = vmp.add_subparsers(dest="vm_command", required=True)
+    vm_sub.add_parser("start").add_argument("--spec", required=True, help="LabVMSpec JSON")
+    vm_sub.add_parser("ready").add_argument("--timeout", type=float, default=120)
+    run = vm_sub.add_parser("run")
+    run.add_argument("--cmd", required=True)
+    run.add_argument("--timeout", type=float, default=60)
+    vm_sub.add_parser("send").add_argument("--text", required=True)
+    qmp = vm_sub.add_parser("qmp")
+    qmp.add_argument("--execute", required=True)
+    qmp.add_argument("--arguments", default="{}")
+    vm_sub.add_parser("hmp").add_argument("--command-line", required=True)
+    vm_sub.add_parser("console").add_argument("--offset", type=int, default=0)
+    vm_sub.add_parser("ram-hashes").add_argument("--mem", type=int, required=True)
+    vm_sub.add_parser("ram-peek").add_argument("--pages", required=True)
+    vm_sub.add_parser("ram-drop")
+    poke = vm_sub.add_parser("poke")
+    poke.add_argument("--page", type=int, required=True)
+    poke.add_argument("--data", required=True, help="hex bytes")
+    vm_sub.add_parser("alive")
+    vm_sub.add_parser("stop")
+    vmp.set_defaults(func=_cmd_vm)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
@@ -87,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         return int(args.func(args))
-    except UserError as exc:
+    except (UserError, VMError) as exc:
         _emit({"error": str(exc)})
         print(f"error: {exc}", file=sys.stderr)
         return 2

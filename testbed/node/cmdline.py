@@ -44,6 +44,10 @@ class GuestConfig:
     disk: Disk | None = None
     incoming: str | None = None  # e.g. "tcp:0:4321"
     start_paused: bool = False  # -S
+    # wait=on: QEMU starts the guest only once a client is attached (a one-shot boot,
+    # nothing lost); wait=off: a long-lived lab VM, the log file keeps what nobody read
+    serial_wait: bool = True
+    gdb_port: int | None = None  # -gdb tcp::PORT (the negative controls write memory there)
     extra_append: tuple[str, ...] = ()
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
@@ -78,10 +82,10 @@ def build_command(cfg: GuestConfig) -> list[str]:
     argv += ["-m", str(cfg.mem_mb), "-smp", str(cfg.smp)]
     argv += ["-nodefaults", "-display", "none", "-no-reboot"]
     argv += ["-kernel", cfg.kernel, "-initrd", cfg.initrd, "-append", kernel_append(cfg)]
-    # wait=on: QEMU starts the guest only once the agent is attached, so no output is lost.
+    wait = "on" if cfg.serial_wait else "off"
     argv += [
         "-chardev",
-        f"socket,id={SERIAL_ID},path={cfg.serial_socket},server=on,wait=on,"
+        f"socket,id={SERIAL_ID},path={cfg.serial_socket},server=on,wait={wait},"
         f"logfile={cfg.serial_log},logappend=on",
         "-serial",
         f"chardev:{SERIAL_ID}",
@@ -92,7 +96,8 @@ def build_command(cfg: GuestConfig) -> list[str]:
     if cfg.nic:
         argv += [
             "-netdev", f"tap,id=net0,ifname={cfg.nic.tap},script=no,downscript=no",
-            "-device", f"virtio-net-pci,netdev=net0,mac={cfg.nic.mac}",
+            # romfile= : no option ROM (nothing network-boots; the ROM package is optional)
+            "-device", f"virtio-net-pci,netdev=net0,mac={cfg.nic.mac},romfile=",
         ]
     else:
         argv += ["-nic", "none"]
@@ -101,6 +106,8 @@ def build_command(cfg: GuestConfig) -> list[str]:
             "-drive", f"file={cfg.disk.path},if=none,format={cfg.disk.format},id=disk0",
             "-device", "virtio-blk-pci,drive=disk0",
         ]
+    if cfg.gdb_port is not None:
+        argv += ["-gdb", f"tcp:127.0.0.1:{cfg.gdb_port}"]
     if cfg.start_paused:
         argv.append("-S")
     if cfg.incoming:

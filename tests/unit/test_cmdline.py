@@ -77,7 +77,7 @@ def test_tap_nic_disk_incoming_and_paused() -> None:
         guest_ip="192.168.2.100/24", guest_gateway="192.168.2.1",
     ))
     assert value_after(argv, "-netdev") == "tap,id=net0,ifname=tap0,script=no,downscript=no"
-    assert "virtio-net-pci,netdev=net0,mac=52:54:00:aa:bb:cc" in argv
+    assert "virtio-net-pci,netdev=net0,mac=52:54:00:aa:bb:cc,romfile=" in argv
     assert value_after(argv, "-drive") == (
         "file=nfs://192.168.10.10/srv/mnt/d.img,if=none,format=raw,id=disk0")
     assert "virtio-blk-pci,drive=disk0" in argv
