@@ -75,6 +75,54 @@ def _print_migration(data: dict[str, Any]) -> None:
     out.print(f"{verdict} in {data['wall_seconds']:.0f} s")
 
 
+def _shmem(args: argparse.Namespace, arch: str) -> dict[str, Any]:
+    from testbed import docker_client
+    from testbed.report import write_report
+    from testbed.scenarios.shmem import ShmemParams, ShmemScenario
+
+    params = ShmemParams(
+        arch=arch, shm_size=args.shm_size, workload=args.workload, duration=args.duration,
+        remote=args.remote, drop_every=args.drop_every, accel=args.accel,
+        suite=args.qemu_suite, lab=args.lab, topology_file=args.topology)
+    params.validate()
+    client = docker_client.connect()
+    with err.status(f"shmem {arch}") as status:
+        def on_step(text: str) -> None:
+            status.update(text)
+            err.print(f"  {text}", highlight=False)
+
+        result = ShmemScenario(client, params, on_step).run()
+    data = result.to_dict()
+    if args.report:
+        write_report(args.report, f"shmem-{arch}", data, result.artifacts)
+    return data
+
+
+def _print_shmem(data: dict[str, Any]) -> None:
+    final = data["final"]
+    c = data["checkpoints"]
+    out.print(table(
+        f"shmem {data['arch']} (QEMU {data['qemu_version']}, {data['accel']}, "
+        f"{data['workload']}{', remote' if data['remote'] else ''})",
+        ["rounds", "pages copied", "checkpoints exact/all", "final identical", "sum -r src",
+         "sum -r dest", "Mbit/s", "stop to exit", "verdict"],
+        [[str(data["rounds"]), str(data["pages_copied"]), f"{c['exact']}/{c['count']}",
+          str(final["identical"]), str(final["sum_r_src"]), str(final["sum_r_dest"]),
+          f"{data['replication_mbps']:.1f}", f"{data['stop_to_exit_seconds']} s",
+          "[green]pass[/green]" if data["verdict"] == "pass" else "[red]FAIL[/red]"]]))
+    for failure in data["failures"]:
+        out.print(f"[red]FAIL[/red] {failure}", highlight=False)
+
+
+def cmd_shmem(args: argparse.Namespace) -> int:
+    data = _shmem(args, args.arch)
+    if args.json:
+        print_json(data)
+    else:
+        _print_shmem(data)
+    return 0 if data["verdict"] == "pass" else 1
+
+
 def cmd_migration(args: argparse.Namespace) -> int:
     data = _migration(args, args.arch)
     if args.json:
@@ -89,6 +137,9 @@ def cmd_all(args: argparse.Namespace) -> int:
     for arch in ARCHES:
         err.print(f"[bold]migration {arch}[/bold]")
         results.append(_migration(args, arch))
+    for arch in ARCHES:
+        err.print(f"[bold]shmem {arch}[/bold]")
+        results.append(_shmem(args, arch))
     if args.json:
         print_json({"verdict": "pass" if all(r["verdict"] == "pass" for r in results)
                     else "fail", "results": results})
@@ -141,7 +192,8 @@ def register(sub: Any) -> None:
         p.add_argument("--bandwidth", metavar="RATE",
                        help="shape the boards' lab link, e.g. 1gbit (the seed's) or 100mbit")
         p.add_argument("--round-trips", type=int, default=0, metavar="K",
-                       help="then migrate back and forth K times, switching the route")
+                       help="migrate A -> B -> A K times instead of once, switching the "
+                       "route each time")
         p.add_argument("--retries", type=int, default=0, metavar="N",
                        help="try a failed migration again N times (after healing the lab)")
         p.add_argument("--stall-timeout", type=float, default=15.0, metavar="S",
@@ -160,10 +212,41 @@ def register(sub: Any) -> None:
         p.add_argument("--json", action="store_true", help="print the result as JSON")
         return p
 
-    scenario_parser("migration", "seed procedure 1: live migration verified page by page",
-                    arch=True).set_defaults(func=cmd_migration)
-    scenario_parser("all", "every scenario on both guest architectures, one summary",
-                    arch=False).set_defaults(func=cmd_all)
+    def shmem_options(p: Any) -> None:
+        p.add_argument("--shm-size", default="1M", metavar="SIZE",
+                       help="the shared region (1M, the seed's /dev/shm/aeshmem)")
+        p.add_argument("--workload", choices=("dirty", "remap"), default="remap",
+                       help="tstaeshm dirty (the seed's tight loop; exposes QEMU TCG's lost "
+                       "writes) or remap (a fresh mapping per write; must pass)")
+        p.add_argument("--duration", type=float, default=10.0, metavar="S",
+                       help="how long the guest program writes (10)")
+        p.add_argument("--remote", action="store_true",
+                       help="replicate to a receiver on the second board over the lab network")
+        p.add_argument("--drop-every", type=int, metavar="N",
+                       help="negative control: the daemon drops every Nth page; the verdict "
+                       "must be FAIL listing them")
+
+    migration = scenario_parser("migration", "seed procedure 1: live migration verified "
+                                "page by page", arch=True)
+    migration.set_defaults(func=cmd_migration)
+    shmem = run_sub.add_parser("shmem", help="seed procedure 2: shared-memory replication "
+                               "from QEMU's dirty log", description="seed procedure 2: "
+                               "shared-memory replication from QEMU's dirty log")
+    shmem.add_argument("--arch", choices=list(ARCHES), default="armv8",
+                       help="guest architecture (default armv8, the seed's)")
+    shmem_options(shmem)
+    shmem.add_argument("--accel", choices=ACCELS, default="auto")
+    shmem.add_argument("--qemu-suite", choices=SUITES, default=DEFAULT_SUITE)
+    shmem.add_argument("--lab", default=DEFAULT_LAB, help=f"lab name ({DEFAULT_LAB})")
+    shmem.add_argument("--topology", metavar="FILE", help="topology of a new lab")
+    shmem.add_argument("--report", metavar="DIR",
+                       help="write the JSON result, the guest console and the daemon log here")
+    shmem.add_argument("--json", action="store_true", help="print the result as JSON")
+    shmem.set_defaults(func=cmd_shmem)
+    every = scenario_parser("all", "every scenario on both guest architectures, one summary",
+                            arch=False)
+    shmem_options(every)
+    every.set_defaults(func=cmd_all)
 
     for name, socket_name, what in (("console", "serial.sock", "serial console"),
                                     ("monitor", "hmp.sock", "HMP monitor")):

@@ -27,6 +27,23 @@ class Disk:
 
 
 @dataclass(frozen=True)
+class SharedMemory:
+    """An ivshmem-plain device whose memory is a host file (the seed's /dev/shm/aeshmem).
+    master=on: without it QEMU refuses to migrate the device."""
+
+    path: str = "/dev/shm/aeshmem"
+    size: str = "1M"
+    # QEMU 10.0.2 under TCG aborts (tlb_reset_dirty_range_all assertion) while tracking
+    # dirty pages when the shared block is first in RAM order, which it is when it is
+    # the first memory backend created.  By default the guest's main RAM is made an
+    # explicit backend created before it; first=True reproduces the abort.
+    first: bool = False
+
+
+MAIN_RAM_ID = "mainram"
+
+
+@dataclass(frozen=True)
 class GuestConfig:
     arch: GuestArch
     accel: str  # tcg | kvm (resolved, see accel.choose_accel)
@@ -36,12 +53,16 @@ class GuestConfig:
     serial_log: str
     qmp_socket: str
     monitor_socket: str | None = None
+    # a second QMP monitor for a long-lived client (the replication daemon), since a QMP
+    # socket serves one client at a time
+    service_qmp_socket: str | None = None
     mem_mb: int = 512
     smp: int = 1
     nic: Nic | None = None
     guest_ip: str | None = None  # "192.168.2.100/24"
     guest_gateway: str | None = None
     disk: Disk | None = None
+    shm: SharedMemory | None = None
     incoming: str | None = None  # e.g. "tcp:0:4321"
     start_paused: bool = False  # -S
     # wait=on: QEMU starts the guest only once a client is attached (a one-shot boot,
@@ -80,6 +101,10 @@ def build_command(cfg: GuestConfig) -> list[str]:
     and optionally HMP on unix sockets."""
     argv = machine_args(cfg)
     argv += ["-m", str(cfg.mem_mb), "-smp", str(cfg.smp)]
+    if cfg.shm and not cfg.shm.first:
+        machine = argv.index("-machine") + 1
+        argv[machine] += f",memory-backend={MAIN_RAM_ID}"
+        argv += ["-object", f"memory-backend-ram,id={MAIN_RAM_ID},size={cfg.mem_mb}M"]
     argv += ["-nodefaults", "-display", "none", "-no-reboot"]
     argv += ["-kernel", cfg.kernel, "-initrd", cfg.initrd, "-append", kernel_append(cfg)]
     wait = "on" if cfg.serial_wait else "off"
@@ -91,6 +116,8 @@ def build_command(cfg: GuestConfig) -> list[str]:
         f"chardev:{SERIAL_ID}",
     ]
     argv += ["-qmp", f"unix:{cfg.qmp_socket},server=on,wait=off"]
+    if cfg.service_qmp_socket:
+        argv += ["-qmp", f"unix:{cfg.service_qmp_socket},server=on,wait=off"]
     if cfg.monitor_socket:
         argv += ["-monitor", f"unix:{cfg.monitor_socket},server=on,wait=off"]
     if cfg.nic:
@@ -105,6 +132,12 @@ def build_command(cfg: GuestConfig) -> list[str]:
         argv += [
             "-drive", f"file={cfg.disk.path},if=none,format={cfg.disk.format},id=disk0",
             "-device", "virtio-blk-pci,drive=disk0",
+        ]
+    if cfg.shm:
+        argv += [
+            "-object", f"memory-backend-file,id=shm,mem-path={cfg.shm.path},"
+            f"size={cfg.shm.size},share=on",
+            "-device", "ivshmem-plain,memdev=shm,master=on",
         ]
     if cfg.gdb_port is not None:
         argv += ["-gdb", f"tcp:127.0.0.1:{cfg.gdb_port}"]

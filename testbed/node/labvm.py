@@ -28,7 +28,7 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from testbed.arch import get_arch
 from testbed.node.accel import choose_accel, probe_host
-from testbed.node.cmdline import Disk, GuestConfig, Nic, build_command
+from testbed.node.cmdline import Disk, GuestConfig, Nic, SharedMemory, build_command
 from testbed.node.console import SerialConsole
 from testbed.node.gdbstub import GdbRemote
 from testbed.node.guest import READY_PATTERN, GuestArtifacts
@@ -39,8 +39,9 @@ VM_ROOT = Path("/run/testbed/vm")
 RAM_BASE = 0x40000000  # guest RAM starts here on QEMU's virt machine (arm and aarch64)
 PAGE = 4096
 HASH_BYTES = 8
-# lines the guest's background programs print on the console, not command output
-BACKGROUND = re.compile(r"^(dirtyram|writeout|tstaeshm): ")
+# lines that the guest's background programs and kernel print on the console between a
+# command's own output lines
+BACKGROUND = re.compile(r"^(dirtyram: bursts=|writeout: |tstaeshm: writes=|\[ *\d+\.\d+\] )")
 
 
 class VMError(Exception):
@@ -62,6 +63,9 @@ class LabVMSpec:
     incoming: str | None = None
     paused: bool = False
     gdb_port: int | None = None
+    shm_path: str | None = None
+    shm_size: str = "1M"
+    shm_first: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LabVMSpec:
@@ -74,6 +78,7 @@ class LabVM:
         self.serial_socket = self.dir / "serial.sock"
         self.serial_log = self.dir / "serial.log"
         self.qmp_socket = self.dir / "qmp.sock"
+        self.service_qmp_socket = self.dir / "qmp-replicate.sock"
         self.hmp_socket = self.dir / "hmp.sock"
         self.qemu_log = self.dir / "qemu.log"
         self.state_file = self.dir / "state.json"
@@ -119,11 +124,14 @@ class LabVM:
             arch=arch, accel=accel, kernel=str(artifacts.kernel), initrd=str(artifacts.initrd),
             serial_socket=str(self.serial_socket), serial_log=str(self.serial_log),
             qmp_socket=str(self.qmp_socket), monitor_socket=str(self.hmp_socket),
+            service_qmp_socket=str(self.service_qmp_socket) if spec.shm_path else None,
             mem_mb=spec.mem_mb, smp=spec.smp,
             nic=Nic(spec.tap, spec.mac) if spec.tap and spec.mac else None,
             guest_ip=spec.guest_ip, guest_gateway=spec.guest_gateway,
             disk=Disk(spec.disk) if spec.disk else None, incoming=spec.incoming,
             start_paused=spec.paused, serial_wait=False, gdb_port=spec.gdb_port,
+            shm=SharedMemory(spec.shm_path, spec.shm_size, spec.shm_first)
+            if spec.shm_path else None,
         )
         command = build_command(config)
         LOG.info("starting: %s", shlex.join(command))

@@ -234,9 +234,9 @@ class MigrationScenario:
         self.wait_passes(source.name, "", p.passes_before, "before migrating")
 
         records: list[MigrationRecord] = []
-        hops = [(source, destination)]
-        for _ in range(p.round_trips):
-            hops += [(destination, source), (source, destination)]
+        # the seed's single migration, or K round trips A -> B -> A
+        hops = [(source, destination), (destination, source)] * p.round_trips or [
+            (source, destination)]
         for index, (src, dst) in enumerate(hops):
             corrupt = p.corrupt_page if index == 0 else None
             for attempt in range(1, p.retries + 2):

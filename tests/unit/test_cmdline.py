@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from testbed.arch import get_arch
-from testbed.node.cmdline import Disk, GuestConfig, Nic, build_command, kernel_append
+from testbed.node.cmdline import (
+    Disk,
+    GuestConfig,
+    Nic,
+    SharedMemory,
+    build_command,
+    kernel_append,
+)
 
 
 def config(arch: str = "armv8", accel: str = "tcg", **kw: object) -> GuestConfig:
@@ -91,3 +98,20 @@ def test_tap_nic_disk_incoming_and_paused() -> None:
 
 def test_plain_append() -> None:
     assert kernel_append(config()) == "console=ttyAMA0 panic=-1"
+
+
+def test_shared_memory_device_after_main_ram() -> None:
+    argv = build_command(config(shm=SharedMemory("/dev/shm/aeshmem", "1M"), mem_mb=512))
+    objects = [argv[i + 1] for i, a in enumerate(argv) if a == "-object"]
+    # main RAM is created first, so the shared block is not first in RAM order
+    assert objects == ["memory-backend-ram,id=mainram,size=512M",
+                       "memory-backend-file,id=shm,mem-path=/dev/shm/aeshmem,size=1M,share=on"]
+    assert value_after(argv, "-machine") == "virt,memory-backend=mainram"
+    assert "ivshmem-plain,memdev=shm,master=on" in argv  # master=on: migratable
+
+
+def test_shared_memory_first_in_ram_order_on_request() -> None:
+    argv = build_command(config(shm=SharedMemory(first=True)))
+    assert value_after(argv, "-machine") == "virt"
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-object"] == [
+        "memory-backend-file,id=shm,mem-path=/dev/shm/aeshmem,size=1M,share=on"]
