@@ -115,10 +115,10 @@ class FileDestination:
 # Remote protocol: 1-byte op, then fields.  W: be64 offset, be32 len, data.  H: reply
 # be32 len + page hashes.  S: reply be32 checksum, be32 blocks.  F: flush, reply b"K".
 class RemoteDestination:
-    def __init__(self, address: str, size: int) -> None:
+    def __init__(self, address: str, size: int, connect_timeout: float = 10.0) -> None:
         host, _, port = address.rpartition(":")
         self.address = address
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + connect_timeout
         while True:
             try:
                 self.sock = socket.create_connection((host, int(port)), timeout=30)
@@ -331,8 +331,23 @@ class Replicator:
                                    f"{exc.strerror}") from None
 
     def run(self) -> ReplicationReport:
-        started = time.monotonic()
         report = ReplicationReport(qemu_version=self.connect())
+        try:
+            return self._run(report)
+        except BaseException:
+            try:  # never leave the VM paused or a migration hanging
+                self._recover()
+            except Exception as exc:
+                LOG.warning("could not resume the VM: %s", exc)
+            raise
+        finally:
+            try:
+                self.qmp.close()
+            except Exception:  # QEMU may be gone
+                pass
+
+    def _run(self, report: ReplicationReport) -> ReplicationReport:
+        started = time.monotonic()
         self._recover()
         region = self.region()
         if not region or len(region) % PAGE:

@@ -156,37 +156,14 @@ class ShmemScenario:
                 f"--dest {REPLICA} --serve-forever > {WORK}/receiver.log 2>&1")], detach=True)
             self.wait_listening(self.peer, RECEIVER_PORT)
             self.step(f"receiver on {self.peer} at {remote}")
-        self.start_daemon(remote)
-        self.step(f"guest: tstaeshm {p.workload} --duration {p.duration:g}")
-        console_before = len(self.vm("console")["text"])
-        self.vm("send", "--text", f"tstaeshm {p.workload} --duration {p.duration:g} &\\n")
-        workload_started = time.monotonic()
-        restarted = False
-        deadline = workload_started + p.duration + 120
         stopped_at = None
         result = None
-        while time.monotonic() < deadline:
-            if (p.restart_daemon_after is not None and not restarted
-                    and time.monotonic() - workload_started >= p.restart_daemon_after):
-                self.step("killing the daemon (SIGKILL) and starting a new one")
-                self.lab.exec(self.board, ["pkill", "-9", "-f", "testbed.node replicate"])
-                time.sleep(0.5)
-                self.start_daemon(remote)
-                restarted = True
-            if stopped_at is None and "tstaeshm: summary" in self.vm(
-                    "console", "--offset", str(console_before))["text"]:
-                stopped_at = time.monotonic()
-                self.step("the guest program stopped; waiting for the daemon's last round")
-            code, out = self.lab.exec(self.board, ["cat", RESULT])
-            if code == 0 and out.strip():
-                result = json.loads(out)
-                break
-            if not self.vm("alive")["alive"]:
-                break
-            code, _ = self.lab.exec(self.board, ["pgrep", "-f", "testbed.node replicate"])
-            if code != 0 and stopped_at is not None and time.monotonic() - stopped_at > 5:
-                break  # the daemon is gone without a result
-            time.sleep(0.3)
+        try:
+            stopped_at, result = self.replicate(remote)
+        except UserError:
+            if self.vm("alive")["alive"]:
+                raise
+            LOG.info("QEMU died during the replication")  # reported as the verdict below
         exited_at = time.monotonic()
         artifacts = {
             "console.log": self.vm("console")["text"],
@@ -225,6 +202,43 @@ class ShmemScenario:
                 "inexact", "final", "checkpoint_summary")},
             failures=failures, wall_seconds=round(time.monotonic() - started, 1),
             params=asdict(p), artifacts=artifacts)
+
+    def replicate(self, remote: str | None) -> tuple[float | None, dict[str, Any] | None]:
+        """Daemon, guest program, and the wait for the daemon's result; returns when the
+        guest program stopped and the daemon's result (None if it has none)."""
+        p = self.params
+        self.start_daemon(remote)
+        self.step(f"guest: tstaeshm {p.workload} --duration {p.duration:g}")
+        console_before = len(self.vm("console")["text"])
+        self.vm("send", "--text", f"tstaeshm {p.workload} --duration {p.duration:g} &\\n")
+        workload_started = time.monotonic()
+        restarted = False
+        deadline = workload_started + p.duration + 120
+        stopped_at = None
+        result = None
+        while time.monotonic() < deadline:
+            if (p.restart_daemon_after is not None and not restarted
+                    and time.monotonic() - workload_started >= p.restart_daemon_after):
+                self.step("killing the daemon (SIGKILL) and starting a new one")
+                self.lab.exec(self.board, ["pkill", "-9", "-f", "testbed.node replicate"])
+                time.sleep(0.5)
+                self.start_daemon(remote)
+                restarted = True
+            if stopped_at is None and "tstaeshm: summary" in self.vm(
+                    "console", "--offset", str(console_before))["text"]:
+                stopped_at = time.monotonic()
+                self.step("the guest program stopped; waiting for the daemon's last round")
+            code, out = self.lab.exec(self.board, ["cat", RESULT])
+            if code == 0 and out.strip():
+                result = json.loads(out)
+                break
+            if not self.vm("alive")["alive"]:
+                break
+            code, _ = self.lab.exec(self.board, ["pgrep", "-f", "testbed.node replicate"])
+            if code != 0 and stopped_at is not None and time.monotonic() - stopped_at > 5:
+                break  # the daemon is gone without a result
+            time.sleep(0.3)
+        return stopped_at, result
 
     def start_daemon(self, remote: str | None) -> None:
         p = self.params
