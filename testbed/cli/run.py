@@ -165,7 +165,7 @@ def _attach(args: argparse.Namespace, socket_name: str, what: str) -> int:
     if docker_cli is None:
         raise UserError(f"the {what} needs the docker command line client", "install it")
     err.print(f"{what} of the guest on {args.node}; leave with Ctrl-] (or Ctrl-C)")
-    link = "STDIO,raw,echo=0,escape=0x1d" if what == "serial console" else "READLINE"
+    link = "STDIO,raw,echo=0,escape=0x1d"
     os.execv(docker_cli, [docker_cli, "exec", "-it", container.name, "socat", link,
                           f"UNIX-CONNECT:{path}"])
     return 0  # not reached

@@ -198,9 +198,9 @@ class MigrationScenario:
     def run(self) -> MigrationResult:
         p = self.params
         started = time.monotonic()
+        self.lab.up(bandwidth=p.bandwidth, on_step=lambda text: LOG.info("%s", text))
         self.step(f"lab {p.lab}: up" + (f", boards' link shaped to {p.bandwidth}"
                                         if p.bandwidth else ""))
-        self.lab.up(bandwidth=p.bandwidth, on_step=lambda text: LOG.info("%s", text))
         topo = self.lab.topology
         source, destination = topo.boards[0], topo.boards[1]
         for board in topo.boards:
@@ -328,6 +328,8 @@ class MigrationScenario:
 
         # -- memory, both sides paused -------------------------------------------------------
         src_status = self.qmp(src.name, "query-status")["status"]
+        # what the source printed up to its pause (it ran on during the transfer)
+        console_before = self.console(src.name)
         dst_status = self.wait_status(dst.name, ("paused",))
         if corrupt_page is not None:
             poke = self.vm(dst.name, "poke", "--page", str(corrupt_page), "--data",

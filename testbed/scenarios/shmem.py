@@ -121,8 +121,8 @@ class ShmemScenario:
     def run(self) -> ShmemResult:
         p = self.params
         started = time.monotonic()
-        self.step(f"lab {p.lab}: up")
         self.lab.up(on_step=lambda text: LOG.info("%s", text))
+        self.step(f"lab {p.lab}: up")
         topo = self.lab.topology
         self.board, self.peer = topo.boards[0].name, topo.boards[1].name
         for board in (self.board, self.peer):

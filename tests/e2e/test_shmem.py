@@ -82,12 +82,18 @@ def test_daemon_killed_and_restarted_resyncs(docker_client: docker.DockerClient,
 def test_tight_loop_lost_writes_are_detected(docker_client: docker.DockerClient,
                                              built_images: dict[str, str], lab: str) -> None:
     """The finding: under TCG this QEMU's dirty tracking loses writes of the seed's tight
-    random loop on the shared block; the testbed must say FAIL and name pages."""
-    code, result, _ = run_shmem("--workload", "dirty", "--duration", "8")
+    random loop on the shared block (measured: 9 of 10 runs on 10.0.2); the testbed must
+    say FAIL and name the pages.  Up to three runs, so a lucky clean run is no flake."""
+    for _ in range(3):
+        code, result, _ = run_shmem("--workload", "dirty", "--duration", "8")
+        assert result["qemu_version"] and result["accel"] == "tcg"
+        if result["verdict"] == "fail":
+            break
+        assert code == 0 and result["checkpoints"]["inexact"] == 0
     assert code == 1 and result["verdict"] == "fail"
     assert result["checkpoints"]["inexact"] >= 1
     assert all(c["differing_pages"] for c in result["inexact_checkpoints"])
-    assert result["qemu_version"] and result["accel"] == "tcg"
+    assert any("page(s) differ" in f for f in result["failures"])
 
 
 def test_shared_block_first_in_ram_order_aborts_qemu_10(
