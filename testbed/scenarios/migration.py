@@ -274,10 +274,11 @@ class MigrationScenario:
             artifacts=self.artifacts, **self.versions)
 
     def wait_passes(self, node: str, console_before: str, passes: int, why: str,
-                    timeout: float | None = None) -> Any:
+                    timeout: float | None = None, base_console: str | None = None) -> Any:
         """Wait until dirtyram on ``node`` completed ``passes`` more full passes than the
-        last status in ``console_before``; returns the dirtyram log of the new output."""
-        base = parse_dirtyram(console_before).last
+        last status in ``base_console`` (default ``console_before``, the part of the node's
+        console already seen); returns the dirtyram log of the new output."""
+        base = parse_dirtyram(console_before if base_console is None else base_console).last
         target = (base.passes if base else 0) + passes
         limit = timeout or max(60.0, 6 * passes * self.params.pass_seconds + 30)
         deadline = time.monotonic() + limit
@@ -354,7 +355,9 @@ class MigrationScenario:
             record.failures.append("the NFS server cannot reach the guest after the switch")
         self.step(f"migration {index + 1}: dirtyram on {dst.name} must check "
                   f"{p.passes_after} full passes without a stale page")
-        after = self.wait_passes(dst.name, "", p.passes_after, "after migration")
+        # dirtyram's counters go on from where the source paused
+        after = self.wait_passes(dst.name, "", p.passes_after, "after migration",
+                                 base_console=console_before)
         before_log = parse_dirtyram(console_before)
         stale_before = before_log.last.stale if before_log.last else 0
         stale_after = after.last.stale if after.last else 0
