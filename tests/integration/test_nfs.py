@@ -8,6 +8,8 @@ from dataclasses import replace
 
 import docker
 import pytest
+from testcontainers.core.config import testcontainers_config
+from testcontainers.core.container import DockerContainer
 
 from testbed import labels
 from testbed.errors import UserError
@@ -40,10 +42,18 @@ def nfs_spec(docker_client: docker.DockerClient, built_images: dict[str, str],
 
 
 def qemu_img(client: docker.DockerClient, board: str, network: str, script: str) -> str:
-    return client.containers.run(
-        board, ["sh", "-c", script], network=network, remove=True, stderr=True,
-        labels=labels.for_object("test", lab="test-nfs"), cap_drop=["ALL"],
-    ).decode()
+    """QEMU's own NFS client in a throwaway board container (testcontainers)."""
+    # Ryuk, testcontainers' reaper, is an image from a registry this machine cannot reach;
+    # the testbed's labels and the no_leaks fixture do its job here.
+    testcontainers_config.ryuk_disabled = True
+    container = DockerContainer(board).with_command(["sh", "-c", script]).with_kwargs(
+        network=network, cap_drop=["ALL"], labels=labels.for_object("test", lab="test-nfs"))
+    with container:
+        wrapped = container.get_wrapped_container()
+        status = wrapped.wait(timeout=120)
+        out = wrapped.logs(stdout=True, stderr=True).decode()
+    assert status["StatusCode"] == 0, out
+    return out
 
 
 def test_qemu_reads_and_writes_an_image_over_nfs(
