@@ -48,6 +48,13 @@ def built_images(docker_client: docker.DockerClient) -> dict[str, str]:
     return {"board": board.tag, "nfs": nfs.tag}
 
 
+def lab_for_module(name: str) -> Iterator[str]:
+    """A lab name for one test module: nothing of it before, nothing of it after."""
+    run_cli("down", "--lab", name)
+    yield name
+    run_cli("down", "--lab", name)
+
+
 def labelled_containers(client: docker.DockerClient, **match: str) -> list[str]:
     return [c.name for c in client.containers.list(
         all=True, filters=labels.project_filter(**match))]

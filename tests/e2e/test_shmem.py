@@ -13,7 +13,7 @@ import pytest
 from testbed import labels
 from testbed.lab import Lab
 from testbed.scenarios.shmem import ShmemParams, ShmemScenario
-from tests.conftest import run_cli
+from tests.conftest import lab_for_module, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -22,9 +22,7 @@ LAB = "tbshm"
 
 @pytest.fixture(scope="module")
 def lab(docker_client: docker.DockerClient, built_images: dict[str, str]) -> Iterator[str]:
-    run_cli("down", "--lab", LAB)
-    yield LAB
-    run_cli("down", "--lab", LAB)
+    yield from lab_for_module(LAB)
 
 
 def run_shmem(*args: str) -> tuple[int, dict[str, Any], str]:
