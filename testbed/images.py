@@ -232,11 +232,13 @@ def label_image(client: docker.DockerClient, tag: str, extra: dict[str, str]) ->
 
 def build_board(
     client: docker.DockerClient, suite: str = DEFAULT_SUITE, *, nocache: bool = False,
-    on_progress: ProgressCallback | None = None,
+    on_progress: ProgressCallback | None = None, wheels: bool = True,
 ) -> BuiltImage:
+    """``wheels=False``: build/wheels was just made (build_all builds it once for both)."""
     check_suite(suite)
     root = project_root()
-    build_wheels(root, root / "build" / "wheels")
+    if wheels:
+        build_wheels(root, root / "build" / "wheels")
     tag = board_image(suite)
     logs = root / "build" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -255,16 +257,35 @@ def build_board(
 
 def build_nfs(
     client: docker.DockerClient, *, nocache: bool = False,
-    on_progress: ProgressCallback | None = None,
+    on_progress: ProgressCallback | None = None, wheels: bool = True,
 ) -> BuiltImage:
     root = project_root()
-    build_wheels(root, root / "build" / "wheels")
+    if wheels:
+        build_wheels(root, root / "build" / "wheels")
     logs = root / "build" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     return build_image(
         client, root, "Dockerfile.nfs", NFS_IMAGE, nocache=nocache,
         on_progress=on_progress, log_path=logs / "nfs.log",
     )
+
+
+def build_all(
+    client: docker.DockerClient, suite: str = DEFAULT_SUITE, *, nocache: bool = False,
+    on_progress: ProgressCallback | None = None, only: str | None = None,
+) -> list[BuiltImage]:
+    """The board image of ``suite`` and the NFS image (or ``only`` one), the wheels they
+    both install built once."""
+    root = project_root()
+    build_wheels(root, root / "build" / "wheels")
+    built = []
+    if only in (None, "board"):
+        built.append(build_board(client, suite, nocache=nocache, on_progress=on_progress,
+                                 wheels=False))
+    if only in (None, "nfs"):
+        built.append(build_nfs(client, nocache=nocache, on_progress=on_progress,
+                               wheels=False))
+    return built
 
 
 @dataclass

@@ -43,8 +43,7 @@ def built_images(docker_client: docker.DockerClient) -> dict[str, str]:
     """Builds (or, with a warm cache, re-validates) the images through the product's own
     build code.  Returns {"board": tag, "nfs": tag}."""
     images.ensure_base_image(docker_client)
-    board = images.build_board(docker_client, images.DEFAULT_SUITE)
-    nfs = images.build_nfs(docker_client)
+    board, nfs = images.build_all(docker_client, images.DEFAULT_SUITE)
     return {"board": board.tag, "nfs": nfs.tag}
 
 

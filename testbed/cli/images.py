@@ -15,7 +15,6 @@ def cmd_build(args: argparse.Namespace) -> int:
     from testbed import docker_client, images
 
     client = docker_client.connect()
-    built = []
     with Progress(
         SpinnerColumn(), TextColumn("[bold]{task.fields[name]}"), BarColumn(),
         TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
@@ -31,11 +30,8 @@ def cmd_build(args: argparse.Namespace) -> int:
                 tasks[tag] = progress.add_task("", name=tag, total=total)
             progress.update(tasks[tag], completed=done, total=total, description=detail)
 
-        if args.only in (None, "board"):
-            built.append(images.build_board(
-                client, args.qemu_suite, nocache=args.no_cache, on_progress=on_progress))
-        if args.only in (None, "nfs"):
-            built.append(images.build_nfs(client, nocache=args.no_cache, on_progress=on_progress))
+        built = images.build_all(client, args.qemu_suite, nocache=args.no_cache,
+                                 on_progress=on_progress, only=args.only)
     if args.json:
         print_json({"base_image": how, "images": [b.to_dict() for b in built]})
         return 0

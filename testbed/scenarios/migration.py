@@ -25,6 +25,7 @@ from testbed.errors import UserError
 from testbed.lab import Lab
 from testbed.node.accel import ACCELS
 from testbed.node.net import parse_rate
+from testbed.node.replicate import capabilities_off
 from testbed.scenarios.guestlog import (
     decode_stamp,
     differing_pages,
@@ -39,9 +40,6 @@ MIGRATION_PORT = 4321
 GDB_PORT = 1234
 UNLIMITED_BANDWIDTH = 100 * 1024**3  # bytes/s: QEMU's own cap (128 MiB/s on 7.2) must not limit
 PEEK_LIMIT = 32  # differing pages whose stamps are decoded and reported
-CAPABILITIES_OFF = ("xbzrle", "compress", "auto-converge", "postcopy-ram", "multifd",
-                    "zero-blocks", "postcopy-preempt", "switchover-ack", "dirty-limit",
-                    "mapped-ram", "background-snapshot")
 
 StepCallback = Callable[[str], None]
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -301,9 +299,8 @@ class MigrationScenario:
                   f"(-incoming tcp:0:{MIGRATION_PORT}, -S)")
         self.vm(dst.name, "start", "--spec",
                 json.dumps(self.spec(dst, incoming=True, gdb=corrupt_page is not None)))
-        available = {c["capability"] for c in self.qmp(src.name, "query-migrate-capabilities")}
-        self.qmp(src.name, "migrate-set-capabilities", capabilities=[
-            {"capability": c, "state": False} for c in CAPABILITIES_OFF if c in available])
+        self.qmp(src.name, "migrate-set-capabilities", capabilities=capabilities_off(
+            self.qmp(src.name, "query-migrate-capabilities")))
         self.qmp(src.name, "migrate-set-parameters", **{"max-bandwidth": UNLIMITED_BANDWIDTH})
         console_before = self.console(src.name)
         uri = f"tcp:{dst.address}:{MIGRATION_PORT}"
