@@ -20,16 +20,19 @@ LAB = "tbbench"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "testbed", *args], capture_output=True,
-                          text=True)
+    proc = subprocess.run([sys.executable, "-m", "testbed", *args], capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"testbed {' '.join(args)} failed: {proc.stderr.strip()}")
     return proc
 
 
 def summary(values: list[float]) -> dict[str, Any]:
-    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
-            "max": round(max(values), 3), "runs": [round(v, 3) for v in values]}
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+        "runs": [round(v, 3) for v in values],
+    }
 
 
 def main() -> int:
@@ -39,8 +42,10 @@ def main() -> int:
     args = parser.parse_args()
     results: dict[str, Any] = {}
     for arch in ("armv7", "armv8"):
-        boots = [json.loads(cli("boot", "--arch", arch, "--json").stdout)["boot_seconds"]
-                 for _ in range(args.runs)]
+        boots = [
+            json.loads(cli("boot", "--arch", arch, "--json").stdout)["boot_seconds"]
+            for _ in range(args.runs)
+        ]
         results[f"boot_{arch}_seconds"] = summary(boots)
     cli("down", "--lab", LAB)
     ups, downs = [], []
@@ -54,8 +59,10 @@ def main() -> int:
     results["lab_up_seconds"] = summary(ups)
     results["lab_down_seconds"] = summary(downs)
     for name, value in results.items():
-        print(f"{name:<22} median {value['median']:7.3f}  min {value['min']:7.3f}  "
-              f"max {value['max']:7.3f}")
+        print(
+            f"{name:<22} median {value['median']:7.3f}  min {value['min']:7.3f}  "
+            f"max {value['max']:7.3f}"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -19,9 +19,25 @@ TOPOLOGY = Path(__file__).with_name("lab-192.168.30.toml")
 
 
 def run_once(suite: str, arch: str, smp: int, extra: list[str]) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "testbed", "run", "migration", "--json", "--lab", "bench",
-           "--topology", str(TOPOLOGY), "--qemu-suite", suite, "--arch", arch,
-           "--smp", str(smp), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "testbed",
+        "run",
+        "migration",
+        "--json",
+        "--lab",
+        "bench",
+        "--topology",
+        str(TOPOLOGY),
+        "--qemu-suite",
+        suite,
+        "--arch",
+        arch,
+        "--smp",
+        str(smp),
+        *extra,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if not proc.stdout.strip():
         return {"verdict": "error", "error": proc.stderr.strip().splitlines()[-1:]}
@@ -44,12 +60,18 @@ def main() -> int:
             for smp in args.smp:
                 runs = [run_once(suite, arch, smp, args.extra) for _ in range(args.runs)]
                 lost = [r["memory"]["pages_differing"] for r in runs if "memory" in r]
-                stale = [r["migrations"][0]["dirtyram"].get("stale", 0) for r in runs
-                         if r.get("migrations")]
+                stale = [
+                    r["migrations"][0]["dirtyram"].get("stale", 0)
+                    for r in runs
+                    if r.get("migrations")
+                ]
                 row = {
-                    "suite": suite, "arch": arch, "smp": smp,
+                    "suite": suite,
+                    "arch": arch,
+                    "smp": smp,
                     "qemu": next((r["qemu_version"] for r in runs if "qemu_version" in r), "?"),
-                    "runs": len(runs), "pass": sum(r["verdict"] == "pass" for r in runs),
+                    "runs": len(runs),
+                    "pass": sum(r["verdict"] == "pass" for r in runs),
                     "fail": sum(r["verdict"] == "fail" for r in runs),
                     "error": sum(r["verdict"] == "error" for r in runs),
                     "runs_with_differing_pages": sum(1 for n in lost if n),
@@ -57,15 +79,19 @@ def main() -> int:
                     "runs_with_stale": sum(1 for n in stale if n),
                     "max_stale": max(stale, default=0),
                     "wall_seconds": [r.get("wall_seconds") for r in runs],
-                    "downtime_ms": [r["migration"].get("downtime_ms") for r in runs
-                                    if r.get("migration")],
+                    "downtime_ms": [
+                        r["migration"].get("downtime_ms") for r in runs if r.get("migration")
+                    ],
                     "errors": [r["error"] for r in runs if r["verdict"] == "error"],
                 }
                 rows.append(row)
-                print(f"{suite:<19} {arch} smp={smp} QEMU {row['qemu']}: {row['pass']}/"
-                      f"{row['runs']} pass, differing pages in {row['runs_with_differing_pages']}"
-                      f" (max {row['max_differing_pages']}), stale in {row['runs_with_stale']} "
-                      f"(max {row['max_stale']}), errors {row['error']}", flush=True)
+                print(
+                    f"{suite:<19} {arch} smp={smp} QEMU {row['qemu']}: {row['pass']}/"
+                    f"{row['runs']} pass, differing pages in {row['runs_with_differing_pages']}"
+                    f" (max {row['max_differing_pages']}), stale in {row['runs_with_stale']} "
+                    f"(max {row['max_stale']}), errors {row['error']}",
+                    flush=True,
+                )
                 if args.json:
                     Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0

@@ -19,9 +19,24 @@ TOPOLOGY = Path(__file__).with_name("lab-192.168.30.toml")
 
 
 def run_once(suite: str, arch: str, workload: str) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "testbed", "run", "shmem", "--json", "--lab", "bench",
-           "--topology", str(TOPOLOGY), "--qemu-suite", suite, "--arch", arch,
-           "--workload", workload]
+    cmd = [
+        sys.executable,
+        "-m",
+        "testbed",
+        "run",
+        "shmem",
+        "--json",
+        "--lab",
+        "bench",
+        "--topology",
+        str(TOPOLOGY),
+        "--qemu-suite",
+        suite,
+        "--arch",
+        arch,
+        "--workload",
+        workload,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if not proc.stdout.strip():
         return {"verdict": "error", "error": proc.stderr.strip().splitlines()[-1:]}
@@ -44,15 +59,20 @@ def main() -> int:
                 runs = [run_once(suite, arch, workload) for _ in range(args.runs)]
                 ok = [r for r in runs if r["verdict"] != "error"]
                 row = {
-                    "suite": suite, "arch": arch, "workload": workload,
+                    "suite": suite,
+                    "arch": arch,
+                    "workload": workload,
                     "qemu": next((r["qemu_version"] for r in ok), "?"),
-                    "runs": len(runs), "pass": sum(r["verdict"] == "pass" for r in runs),
+                    "runs": len(runs),
+                    "pass": sum(r["verdict"] == "pass" for r in runs),
                     "fail": sum(r["verdict"] == "fail" for r in runs),
                     "error": len(runs) - len(ok),
-                    "qemu_aborted": sum(any(f.startswith("QEMU exited") for f in r["failures"])
-                                        for r in ok),
+                    "qemu_aborted": sum(
+                        any(f.startswith("QEMU exited") for f in r["failures"]) for r in ok
+                    ),
                     "runs_with_inexact_checkpoints": sum(
-                        r["checkpoints"]["inexact"] > 0 for r in ok),
+                        r["checkpoints"]["inexact"] > 0 for r in ok
+                    ),
                     "inexact_checkpoints": sum(r["checkpoints"]["inexact"] for r in ok),
                     "checkpoints": sum(r["checkpoints"]["count"] for r in ok),
                     "final_identical": sum(bool(r["final"]["identical"]) for r in ok),
@@ -63,12 +83,15 @@ def main() -> int:
                     "errors": [r["error"] for r in runs if r["verdict"] == "error"],
                 }
                 rows.append(row)
-                print(f"{suite:<19} {arch} {workload:<5} QEMU {row['qemu']}: {row['pass']}/"
-                      f"{row['runs']} pass; runs with lost writes "
-                      f"{row['runs_with_inexact_checkpoints']} (inexact checkpoints "
-                      f"{row['inexact_checkpoints']}/{row['checkpoints']}), QEMU aborted "
-                      f"{row['qemu_aborted']}, final identical {row['final_identical']}, "
-                      f"errors {row['error']}", flush=True)
+                print(
+                    f"{suite:<19} {arch} {workload:<5} QEMU {row['qemu']}: {row['pass']}/"
+                    f"{row['runs']} pass; runs with lost writes "
+                    f"{row['runs_with_inexact_checkpoints']} (inexact checkpoints "
+                    f"{row['inexact_checkpoints']}/{row['checkpoints']}), QEMU aborted "
+                    f"{row['qemu_aborted']}, final identical {row['final_identical']}, "
+                    f"errors {row['error']}",
+                    flush=True,
+                )
                 if args.json:
                     Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0

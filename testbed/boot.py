@@ -62,7 +62,8 @@ def privileges_for(accel: str, engine_arch: str) -> Privileges:
 
 
 def boot(
-    client: docker.DockerClient, request: BootRequest,
+    client: docker.DockerClient,
+    request: BootRequest,
     on_log: Callable[[str], None] | None = None,
 ) -> dict[str, object]:
     """Boot the guest in a new board container; the container is removed in every case
@@ -73,14 +74,32 @@ def boot(
     engine_arch = str(client.info().get("Architecture", ""))
     privileges = privileges_for(request.accel, engine_arch)
     command = [
-        "python3", "-m", "testbed.node", "boot", "--arch", request.arch, "--mem",
-        str(request.mem_mb), "--smp", str(request.smp), "--accel", request.accel,
-        "--timeout", str(request.timeout), "--root", request.root,
+        "python3",
+        "-m",
+        "testbed.node",
+        "boot",
+        "--arch",
+        request.arch,
+        "--mem",
+        str(request.mem_mb),
+        "--smp",
+        str(request.smp),
+        "--accel",
+        request.accel,
+        "--timeout",
+        str(request.timeout),
+        "--root",
+        request.root,
     ]
     name = f"testbed-boot-{request.arch}-{uuid.uuid4().hex[:8]}"
     create: dict[str, Any] = dict(
-        image=image, command=command, name=name, labels=labels.for_object("boot"),
-        network_mode="none", init=True, **privileges.container_kwargs(),
+        image=image,
+        command=command,
+        name=name,
+        labels=labels.for_object("boot"),
+        network_mode="none",
+        init=True,
+        **privileges.container_kwargs(),
     )
     try:
         container = client.containers.create(**create)
@@ -97,7 +116,7 @@ def boot(
         for raw in container.logs(stream=True, follow=True, stdout=True, stderr=True):
             for line in raw.decode(errors="replace").splitlines():
                 if line.startswith(RESULT_PREFIX):
-                    result = json.loads(line[len(RESULT_PREFIX):])
+                    result = json.loads(line[len(RESULT_PREFIX) :])
                     continue
                 stderr_tail = (stderr_tail + [line])[-30:]
                 if on_log:

@@ -25,8 +25,10 @@ class Removed:
     def summary(self) -> str:
         if not (self.containers or self.networks or self.volumes):
             return "nothing to remove"
-        return (f"removed {len(self.containers)} container(s), {len(self.networks)} "
-                f"network(s), {len(self.volumes)} volume(s)")
+        return (
+            f"removed {len(self.containers)} container(s), {len(self.networks)} "
+            f"network(s), {len(self.volumes)} volume(s)"
+        )
 
 
 def remove_labelled(client: docker.DockerClient, lab: str | None = None) -> Removed:

@@ -14,8 +14,10 @@ def text(topology: Topology, guest_route: str | None = None) -> str:
     """A picture for the terminal; ``guest_route`` is the NFS server's live route to the
     guest when the lab is up."""
     net = topology.network
-    lines = [f"lab network {net.subnet}  (docker bridge; {net.gateway} is the host side, "
-             "no node routes through it)"]
+    lines = [
+        f"lab network {net.subnet}  (docker bridge; {net.gateway} is the host side, "
+        "no node routes through it)"
+    ]
     for i, node in enumerate(topology.nodes):
         last = i == len(topology.nodes) - 1
         branch, cont = ("└─", "   ") if last else ("├─", "│  ")
@@ -24,8 +26,10 @@ def text(topology: Topology, guest_route: str | None = None) -> str:
         for route in node.routes:
             lines.append(f"{cont}    route {route.dst} via {_via(topology, route.gateway)}")
         for tap in node.taps:
-            lines.append(f"{cont}    {tap.name} {tap.address} {tap.mac} ── guest "
-                         f"{topology.guest.address} (default via {topology.guest.gateway})")
+            lines.append(
+                f"{cont}    {tap.name} {tap.address} {tap.mac} ── guest "
+                f"{topology.guest.address} (default via {topology.guest.gateway})"
+            )
     if guest_route:
         lines.append(f"now: {topology.nfs.name} reaches the guest {guest_route}")
     return "\n".join(lines)
@@ -40,17 +44,20 @@ def mermaid(topology: Topology) -> str:
         for tap in node.taps:
             guest = f"guest_{ident[node.name]}"
             lines.append(f'  {guest}(["guest {topology.guest.address}"])')
-            lines.append(f"  {ident[node.name]} -- \"{tap.name} {tap.address}\" --- {guest}")
+            lines.append(f'  {ident[node.name]} -- "{tap.name} {tap.address}" --- {guest}')
         for route in node.routes:
             target = topology.node_by_address(route.gateway or "")
             if target:
-                lines.append(f"  {ident[node.name]} -. \"{route.dst}\" .-> {ident[target.name]}")
+                lines.append(f'  {ident[node.name]} -. "{route.dst}" .-> {ident[target.name]}')
     return "\n".join(lines)
 
 
 def dot(topology: Topology) -> str:
-    lines = ["graph lab {", "  rankdir=LR;",
-             f'  lan [shape=box, label="lab network\\n{topology.network.subnet}"];']
+    lines = [
+        "graph lab {",
+        "  rankdir=LR;",
+        f'  lan [shape=box, label="lab network\\n{topology.network.subnet}"];',
+    ]
     for node in topology.nodes:
         lines.append(f'  "{node.name}" [label="{node.name}\\n{node.address}\\n{node.role}"];')
         lines.append(f'  lan -- "{node.name}";')
@@ -61,7 +68,8 @@ def dot(topology: Topology) -> str:
         for route in node.routes:
             target = topology.node_by_address(route.gateway or "")
             if target:
-                lines.append(f'  "{node.name}" -- "{target.name}" '
-                             f'[style=dashed, label="{route.dst}"];')
+                lines.append(
+                    f'  "{node.name}" -- "{target.name}" [style=dashed, label="{route.dst}"];'
+                )
     lines.append("}")
     return "\n".join(lines)

@@ -113,7 +113,8 @@ def debootstrap_base_image(client: docker.DockerClient) -> None:
     if os.geteuid() != 0:
         raise UserError(
             f"base image {BASE_IMAGE} is missing and cannot be pulled; making it with "
-            "debootstrap needs root", "run `testbed images build` as root once",
+            "debootstrap needs root",
+            "run `testbed images build` as root once",
         )
     LOG.warning("base image %s is missing: creating it with debootstrap (about 30 s)", BASE_IMAGE)
     with tempfile.TemporaryDirectory(prefix="testbed-base-") as tmp:
@@ -121,7 +122,8 @@ def debootstrap_base_image(client: docker.DockerClient) -> None:
         tarball = Path(tmp) / "rootfs.tar"
         subprocess.run(
             [debootstrap, "--variant=minbase", BASE_SUITE, str(rootfs)],
-            check=True, stdout=subprocess.DEVNULL,
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
         subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
         repository, tag = BASE_IMAGE.split(":")
@@ -144,13 +146,25 @@ def build_wheels(root: Path, dest: Path) -> list[Path]:
             pins.append(f"{name}=={metadata.version(name)}")
         except metadata.PackageNotFoundError:
             pins.append(name)
-    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dest),
-           str(root), *pins]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--quiet",
+        "-w",
+        str(dest),
+        str(root),
+        *pins,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise UserError(f"cannot build the wheels for the board image ({last})",
-                        "check that pip works on this machine (pip wheel " + " ".join(pins) + ")")
+        raise UserError(
+            f"cannot build the wheels for the board image ({last})",
+            "check that pip works on this machine (pip wheel " + " ".join(pins) + ")",
+        )
     return sorted(dest.glob("*.whl"))
 
 
@@ -159,9 +173,15 @@ _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)")
 
 
 def build_image(
-    client: docker.DockerClient, root: Path, dockerfile: str, tag: str, *,
-    buildargs: dict[str, str] | None = None, nocache: bool = False,
-    on_progress: ProgressCallback | None = None, log_path: Path | None = None,
+    client: docker.DockerClient,
+    root: Path,
+    dockerfile: str,
+    tag: str,
+    *,
+    buildargs: dict[str, str] | None = None,
+    nocache: bool = False,
+    on_progress: ProgressCallback | None = None,
+    log_path: Path | None = None,
 ) -> BuiltImage:
     """``docker build`` through the API, reporting each step; the full log goes to log_path."""
     started = time.monotonic()
@@ -171,8 +191,14 @@ def build_image(
     log = open(log_path, "w") if log_path else None
     try:
         stream = client.api.build(
-            path=str(root), dockerfile=dockerfile, tag=tag, buildargs=buildargs or {},
-            nocache=nocache, rm=True, forcerm=True, decode=True,
+            path=str(root),
+            dockerfile=dockerfile,
+            tag=tag,
+            buildargs=buildargs or {},
+            nocache=nocache,
+            rm=True,
+            forcerm=True,
+            decode=True,
         )
         for chunk in stream:
             if "error" in chunk:
@@ -207,15 +233,22 @@ def build_image(
     if on_progress:
         on_progress(tag, steps, steps, "done")
     return BuiltImage(
-        name=tag.split(":")[0], tag=tag, image_id=image_id or image.id,
-        size_bytes=int(image.attrs.get("Size", 0)), seconds=round(time.monotonic() - started, 1),
-        steps=steps, cached_steps=cached,
+        name=tag.split(":")[0],
+        tag=tag,
+        image_id=image_id or image.id,
+        size_bytes=int(image.attrs.get("Size", 0)),
+        seconds=round(time.monotonic() - started, 1),
+        steps=steps,
+        cached_steps=cached,
     )
 
 
 def query_qemu_version(client: docker.DockerClient, tag: str) -> str:
     out = client.containers.run(
-        tag, ["qemu-system-aarch64", "--version"], remove=True, network_mode="none",
+        tag,
+        ["qemu-system-aarch64", "--version"],
+        remove=True,
+        network_mode="none",
         labels=labels.for_object("build"),
     ).decode()
     match = re.search(r"version (\d+\.\d+\.\d+)", out)
@@ -231,8 +264,12 @@ def label_image(client: docker.DockerClient, tag: str, extra: dict[str, str]) ->
 
 
 def build_board(
-    client: docker.DockerClient, suite: str = DEFAULT_SUITE, *, nocache: bool = False,
-    on_progress: ProgressCallback | None = None, wheels: bool = True,
+    client: docker.DockerClient,
+    suite: str = DEFAULT_SUITE,
+    *,
+    nocache: bool = False,
+    on_progress: ProgressCallback | None = None,
+    wheels: bool = True,
 ) -> BuiltImage:
     """``wheels=False``: build/wheels was just made (build_all builds it once for both)."""
     check_suite(suite)
@@ -243,8 +280,14 @@ def build_board(
     logs = root / "build" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     built = build_image(
-        client, root, "Dockerfile.qemu-arm", tag, buildargs={"QEMU_SUITE": suite},
-        nocache=nocache, on_progress=on_progress, log_path=logs / f"qemu-arm-{suite}.log",
+        client,
+        root,
+        "Dockerfile.qemu-arm",
+        tag,
+        buildargs={"QEMU_SUITE": suite},
+        nocache=nocache,
+        on_progress=on_progress,
+        log_path=logs / f"qemu-arm-{suite}.log",
     )
     version = query_qemu_version(client, tag)
     current = client.images.get(tag).labels.get(labels.QEMU_VERSION)
@@ -256,8 +299,11 @@ def build_board(
 
 
 def build_nfs(
-    client: docker.DockerClient, *, nocache: bool = False,
-    on_progress: ProgressCallback | None = None, wheels: bool = True,
+    client: docker.DockerClient,
+    *,
+    nocache: bool = False,
+    on_progress: ProgressCallback | None = None,
+    wheels: bool = True,
 ) -> BuiltImage:
     root = project_root()
     if wheels:
@@ -265,14 +311,23 @@ def build_nfs(
     logs = root / "build" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     return build_image(
-        client, root, "Dockerfile.nfs", NFS_IMAGE, nocache=nocache,
-        on_progress=on_progress, log_path=logs / "nfs.log",
+        client,
+        root,
+        "Dockerfile.nfs",
+        NFS_IMAGE,
+        nocache=nocache,
+        on_progress=on_progress,
+        log_path=logs / "nfs.log",
     )
 
 
 def build_all(
-    client: docker.DockerClient, suite: str = DEFAULT_SUITE, *, nocache: bool = False,
-    on_progress: ProgressCallback | None = None, only: str | None = None,
+    client: docker.DockerClient,
+    suite: str = DEFAULT_SUITE,
+    *,
+    nocache: bool = False,
+    on_progress: ProgressCallback | None = None,
+    only: str | None = None,
 ) -> list[BuiltImage]:
     """The board image of ``suite`` and the NFS image (or ``only`` one), the wheels they
     both install built once."""
@@ -280,11 +335,11 @@ def build_all(
     build_wheels(root, root / "build" / "wheels")
     built = []
     if only in (None, "board"):
-        built.append(build_board(client, suite, nocache=nocache, on_progress=on_progress,
-                                 wheels=False))
+        built.append(
+            build_board(client, suite, nocache=nocache, on_progress=on_progress, wheels=False)
+        )
     if only in (None, "nfs"):
-        built.append(build_nfs(client, nocache=nocache, on_progress=on_progress,
-                               wheels=False))
+        built.append(build_nfs(client, nocache=nocache, on_progress=on_progress, wheels=False))
     return built
 
 
@@ -305,9 +360,13 @@ def list_images(client: docker.DockerClient) -> list[ImageInfo]:
     for image in client.images.list():
         for tag in image.tags:
             if tag.startswith((BOARD_REPOSITORY + ":", NFS_IMAGE.split(":")[0] + ":")):
-                found.append(ImageInfo(
-                    tag=tag, image_id=image.short_id, size_bytes=int(image.attrs.get("Size", 0)),
-                    created=image.attrs.get("Created", ""),
-                    qemu_version=image.labels.get(labels.QEMU_VERSION),
-                ))
+                found.append(
+                    ImageInfo(
+                        tag=tag,
+                        image_id=image.short_id,
+                        size_bytes=int(image.attrs.get("Size", 0)),
+                        created=image.attrs.get("Created", ""),
+                        qemu_version=image.labels.get(labels.QEMU_VERSION),
+                    )
+                )
     return sorted(found, key=lambda info: info.tag)

@@ -44,8 +44,10 @@ StepCallback = Callable[[str], None]
 
 def check_lab_name(name: str) -> str:
     if not _LAB_NAME.match(name):
-        raise UserError(f"bad lab name {name!r}", "use up to 21 lower-case letters, digits "
-                        "and dashes, starting with a letter")
+        raise UserError(
+            f"bad lab name {name!r}",
+            "use up to 21 lower-case letters, digits and dashes, starting with a letter",
+        )
     return name
 
 
@@ -73,8 +75,11 @@ class LabStatus:
 
     @property
     def healthy(self) -> bool:
-        return (self.network is not None and self.volume is not None
-                and all(n.state == "running" for n in self.nodes))
+        return (
+            self.network is not None
+            and self.volume is not None
+            and all(n.state == "running" for n in self.nodes)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "exists": self.exists, "healthy": self.healthy}
@@ -94,9 +99,15 @@ class NodeRoutes:
         return not self.missing and not self.unexpected
 
     def to_dict(self) -> dict[str, Any]:
-        return {"node": self.node, "routes": self.actual, "expected": self.expected,
-                "missing": self.missing, "unexpected": self.unexpected, "matches": self.matches,
-                "notes": self.notes}
+        return {
+            "node": self.node,
+            "routes": self.actual,
+            "expected": self.expected,
+            "missing": self.missing,
+            "unexpected": self.unexpected,
+            "matches": self.matches,
+            "notes": self.notes,
+        }
 
 
 @dataclass
@@ -123,8 +134,13 @@ class Trace:
 class Lab:
     """One lab: the Docker objects of a topology under a name."""
 
-    def __init__(self, client: docker.DockerClient, name: str = DEFAULT_LAB,
-                 topology: Topology | None = None, suite: str = images.DEFAULT_SUITE) -> None:
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        name: str = DEFAULT_LAB,
+        topology: Topology | None = None,
+        suite: str = images.DEFAULT_SUITE,
+    ) -> None:
         self.client = client
         self.name = check_lab_name(name)
         self.suite = suite
@@ -154,15 +170,17 @@ class Lab:
                 raise UserError(f"lab {self.name!r} is not up", "start it with `testbed up`")
             stored = network.attrs.get("Labels", {}).get(TOPOLOGY_LABEL)
             if not stored:
-                raise UserError(f"lab {self.name!r} has no topology label",
-                                "recreate it: testbed down, then testbed up")
-            self._topology = Topology.from_dict(json.loads(stored),
-                                                source=f"<lab {self.name}>")
+                raise UserError(
+                    f"lab {self.name!r} has no topology label",
+                    "recreate it: testbed down, then testbed up",
+                )
+            self._topology = Topology.from_dict(json.loads(stored), source=f"<lab {self.name}>")
         return self._topology
 
     def _network(self) -> docker.models.networks.Network | None:
         found = self.client.networks.list(
-            names=[self.network_name], filters=labels.project_filter(**{labels.LAB: self.name}))
+            names=[self.network_name], filters=labels.project_filter(**{labels.LAB: self.name})
+        )
         return next((n for n in found if n.name == self.network_name), None)
 
     def _volume(self) -> docker.models.volumes.Volume | None:
@@ -181,8 +199,10 @@ class Lab:
         self.topology.node(node)  # a clear error for a name that is not in the lab
         found = self._container(node)
         if found is None or found.status != "running":
-            raise UserError(f"node {node} of lab {self.name!r} is not running",
-                            "bring the lab up with `testbed up`")
+            raise UserError(
+                f"node {node} of lab {self.name!r} is not running",
+                "bring the lab up with `testbed up`",
+            )
         return found
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -197,13 +217,23 @@ class Lab:
         if topology is not None:
             for node in topology.nodes:
                 c = self._container(node.name)
-                nodes.append(NodeState(
-                    node.name, node.role, self.container_name(node.name),
-                    c.status if c else "missing", node.address,
-                    (c.image.tags or [c.image.short_id])[0] if c else None))
-        return LabStatus(self.name, network.name if network else None,
-                         topology.network.subnet if topology else None,
-                         volume.name if volume else None, nodes)
+                nodes.append(
+                    NodeState(
+                        node.name,
+                        node.role,
+                        self.container_name(node.name),
+                        c.status if c else "missing",
+                        node.address,
+                        (c.image.tags or [c.image.short_id])[0] if c else None,
+                    )
+                )
+        return LabStatus(
+            self.name,
+            network.name if network else None,
+            topology.network.subnet if topology else None,
+            volume.name if volume else None,
+            nodes,
+        )
 
     def up(self, bandwidth: str | None = None, on_step: StepCallback | None = None) -> LabStatus:
         """Create what is missing, start what is stopped, (re)apply every node's network.
@@ -226,9 +256,11 @@ class Lab:
         if existing is not None:
             stored = existing.attrs.get("Labels", {}).get(TOPOLOGY_LABEL)
             if stored and Topology.from_dict(json.loads(stored)) != self._topology:
-                raise UserError(f"lab {self.name!r} is already up with another topology",
-                                f"take it down first (testbed down --lab {self.name}) "
-                                "or use another --lab name")
+                raise UserError(
+                    f"lab {self.name!r} is already up with another topology",
+                    f"take it down first (testbed down --lab {self.name}) "
+                    "or use another --lab name",
+                )
         if created_here:
             self._check_subnet_free()
         try:
@@ -251,15 +283,25 @@ class Lab:
             return
         topology = self.topology
         step(f"network {self.network_name} {topology.network.subnet}")
-        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
-            subnet=topology.network.subnet, gateway=topology.network.gateway)])
+        ipam = docker.types.IPAMConfig(
+            pool_configs=[
+                docker.types.IPAMPool(
+                    subnet=topology.network.subnet, gateway=topology.network.gateway
+                )
+            ]
+        )
         try:
             self.client.networks.create(
-                self.network_name, driver="bridge", ipam=ipam, check_duplicate=True,
+                self.network_name,
+                driver="bridge",
+                ipam=ipam,
+                check_duplicate=True,
                 # nothing leaves the lab: no NAT towards the host's networks
                 options={"com.docker.network.bridge.enable_ip_masquerade": "false"},
-                labels=self._labels("network", **{
-                    TOPOLOGY_LABEL: json.dumps(topology.to_dict(), separators=(",", ":"))}),
+                labels=self._labels(
+                    "network",
+                    **{TOPOLOGY_LABEL: json.dumps(topology.to_dict(), separators=(",", ":"))},
+                ),
             )
         except docker.errors.APIError as exc:
             if "overlap" in str(exc).lower():
@@ -281,19 +323,25 @@ class Lab:
                     what = f"lab {owner!r}" if owner else f"Docker network {network.name!r}"
                     raise UserError(
                         f"the lab network {subnet} overlaps {other} of {what}",
-                        f"take that down (testbed down --lab {owner})" if owner else
-                        "give this lab another subnet with --topology")
+                        f"take that down (testbed down --lab {owner})"
+                        if owner
+                        else "give this lab another subnet with --topology",
+                    )
 
     def _create_volume(self) -> None:
         if self._volume() is None:
             self.client.volumes.create(self.volume_name, labels=self._labels("volume"))
 
     def _endpoint(self, address: str) -> dict[str, docker.types.EndpointConfig]:
-        return {self.network_name: docker.types.EndpointConfig(
-            self.client.api._version, ipv4_address=address)}
+        return {
+            self.network_name: docker.types.EndpointConfig(
+                self.client.api._version, ipv4_address=address
+            )
+        }
 
-    def _ensure_running(self, node: Node, image: str, create: Callable[[], Any],
-                        step: StepCallback) -> docker.models.containers.Container:
+    def _ensure_running(
+        self, node: Node, image: str, create: Callable[[], Any], step: StepCallback
+    ) -> docker.models.containers.Container:
         container = self._container(node.name)
         if container is not None and container.image.id != self.client.images.get(image).id:
             step(f"{node.name}: {image} was rebuilt, recreating {container.name}")
@@ -311,21 +359,31 @@ class Lab:
     def _start_nfs(self, step: StepCallback) -> None:
         node = self.topology.nfs
         spec = NfsServerSpec(
-            self.container_name(node.name), self.network_name, node.address, self.volume_name,
-            self._labels("node", **{NODE_LABEL: node.name, labels.ROLE: "nfs"}))
+            self.container_name(node.name),
+            self.network_name,
+            node.address,
+            self.volume_name,
+            self._labels("node", **{NODE_LABEL: node.name, labels.ROLE: "nfs"}),
+        )
         container = self._ensure_running(
-            node, images.NFS_IMAGE, lambda: create_nfs_server(self.client, spec), step)
+            node, images.NFS_IMAGE, lambda: create_nfs_server(self.client, spec), step
+        )
         seconds = wait_ready(container)
         step(f"{node.name}: NFS server ready ({seconds:.1f} s)")
 
     def _start_board(self, node: Node, image: str, step: StepCallback) -> None:
         def create() -> docker.models.containers.Container:
             return self.client.containers.create(
-                image, name=self.container_name(node.name), hostname=node.name,
+                image,
+                name=self.container_name(node.name),
+                hostname=node.name,
                 labels=self._labels("node", **{NODE_LABEL: node.name, labels.ROLE: "board"}),
-                network=self.network_name, networking_config=self._endpoint(node.address),
-                init=True, **BOARD.container_kwargs(),
+                network=self.network_name,
+                networking_config=self._endpoint(node.address),
+                init=True,
+                **BOARD.container_kwargs(),
             )
+
         self._ensure_running(node, image, create, step)
 
     def _configure(self, node: Node, bandwidth: str | None, step: StepCallback) -> None:
@@ -353,15 +411,16 @@ class Lab:
     def agent(self, node: str, *args: str) -> dict[str, Any]:
         """Run ``python3 -m testbed.node ARGS`` in the node; its result as a dict."""
         code, (stdout, stderr) = self.container(node).exec_run(
-            ["python3", "-m", "testbed.node", *args], demux=True)
+            ["python3", "-m", "testbed.node", *args], demux=True
+        )
         text = (stdout or b"").decode(errors="replace")
         for line in text.splitlines():
             if line.startswith(RESULT_PREFIX):
-                result: dict[str, Any] = json.loads(line[len(RESULT_PREFIX):])
+                result: dict[str, Any] = json.loads(line[len(RESULT_PREFIX) :])
                 if "error" in result and len(result) == 1:
                     raise UserError(f"{node}: {result['error']}")
                 return result
-        last = ((stderr or b"").decode(errors="replace").strip().splitlines() or ["no output"])
+        last = (stderr or b"").decode(errors="replace").strip().splitlines() or ["no output"]
         raise UserError(f"{node}: node agent failed ({code}): {last[-1]}")
 
     # -- route debugging -------------------------------------------------------------------
@@ -380,22 +439,32 @@ class Lab:
                 # (switch-route): that is the procedure, not a difference
                 for route in actual:
                     planned = next((r for r in expected if r["dst"] == guest_route), None)
-                    if (route["dst"] == guest_route and planned is not None
-                            and route["gateway"] != planned["gateway"]
-                            and route["gateway"] in board_addresses):
+                    if (
+                        route["dst"] == guest_route
+                        and planned is not None
+                        and route["gateway"] != planned["gateway"]
+                        and route["gateway"] in board_addresses
+                    ):
                         expected = [route if r is planned else r for r in expected]
-                        notes.append(f"{guest_route} switched to "
-                                     f"{board_addresses[str(route['gateway'])]}")
+                        notes.append(
+                            f"{guest_route} switched to {board_addresses[str(route['gateway'])]}"
+                        )
 
             def key(r: dict[str, str | None]) -> tuple[str | None, ...]:
                 return (r["dst"], r["gateway"], r["dev"])
 
             actual_keys = {key(r) for r in actual}
             expected_keys = {key(r) for r in expected}
-            found.append(NodeRoutes(
-                n.name, expected, actual,
-                missing=[r for r in expected if key(r) not in actual_keys],
-                unexpected=[r for r in actual if key(r) not in expected_keys], notes=notes))
+            found.append(
+                NodeRoutes(
+                    n.name,
+                    expected,
+                    actual,
+                    missing=[r for r in expected if key(r) not in actual_keys],
+                    unexpected=[r for r in actual if key(r) not in expected_keys],
+                    notes=notes,
+                )
+            )
         return found
 
     def resolve(self, target: str) -> str:
@@ -407,8 +476,10 @@ class Lab:
             return topology.node(target).address
         if re.match(r"^\d+\.\d+\.\d+\.\d+$", target):
             return target
-        raise UserError(f"unknown destination {target!r}",
-                        f"use a node ({', '.join(topology.node_names)}), guest, or an address")
+        raise UserError(
+            f"unknown destination {target!r}",
+            f"use a node ({', '.join(topology.node_names)}), guest, or an address",
+        )
 
     def trace(self, src: str, dst: str) -> Trace:
         """Follow ``ip route get`` node by node until the path reaches its destination
@@ -427,12 +498,22 @@ class Lab:
             answer = self.agent(current, "net", "route-get", address)
             if hops and not answer.get("forwarding"):
                 hops.append(Hop(current, address, None, None, "does not forward"))
-                return Trace(src, address, hops, False,
-                             f"{current} receives the packet but does not forward it")
+                return Trace(
+                    src,
+                    address,
+                    hops,
+                    False,
+                    f"{current} receives the packet but does not forward it",
+                )
             if "error" in answer:
                 hops.append(Hop(current, address, None, None, answer["error"]))
-                return Trace(src, address, hops, False,
-                             f"no route to {address} at {current}: {answer['error']}")
+                return Trace(
+                    src,
+                    address,
+                    hops,
+                    False,
+                    f"no route to {address} at {current}: {answer['error']}",
+                )
             gateway, dev = answer.get("gateway"), answer.get("dev")
             if answer.get("type") == "local" or node.address == address:
                 hops.append(Hop(current, address, None, dev, "local address"))
@@ -442,17 +523,27 @@ class Lab:
                 who = "the guest" if address == topology.guest.ip else address
                 via = f" via {gateway}" if gateway else ""
                 hops.append(Hop(current, address, gateway, dev, f"into {dev}{via}"))
-                return Trace(src, address, hops, True,
-                             f"handed to {who} on {current}'s {dev}{via}")
+                return Trace(src, address, hops, True, f"handed to {who} on {current}'s {dev}{via}")
             next_address = gateway or address
             next_node = topology.node_by_address(next_address)
-            hops.append(Hop(current, address, gateway, dev,
-                            f"next hop {next_node.name if next_node else next_address}"))
+            hops.append(
+                Hop(
+                    current,
+                    address,
+                    gateway,
+                    dev,
+                    f"next hop {next_node.name if next_node else next_address}",
+                )
+            )
             if next_node is None:
                 where = "on the lab network" if dev == "eth0" else f"on {dev}"
-                return Trace(src, address, hops, False,
-                             f"{current} sends it to {next_address} {where}, which is no node "
-                             "of the lab")
+                return Trace(
+                    src,
+                    address,
+                    hops,
+                    False,
+                    f"{current} sends it to {next_address} {where}, which is no node of the lab",
+                )
             if gateway is None:  # on-link: the destination itself
                 hops.append(Hop(next_node.name, address, None, None, "local address"))
                 return Trace(src, address, hops, True, f"delivered to {next_node.name}")
@@ -468,18 +559,25 @@ class Lab:
         topology = self.topology
         board = topology.node(via)
         if board.role != "board":
-            raise UserError(f"{via} is not a board",
-                            f"use one of {', '.join(b.name for b in topology.boards)}")
+            raise UserError(
+                f"{via} is not a board", f"use one of {', '.join(b.name for b in topology.boards)}"
+            )
         dst = f"{topology.guest.ip}/32"
         started = time.perf_counter()
         result = self.agent(topology.nfs.name, "net", "replace-route", dst, board.address)
-        return {"node": topology.nfs.name, "dst": dst, "via": board.name,
-                "gateway": board.address, "kernel_ms": round(result["seconds"] * 1000, 3),
-                "wall_ms": round((time.perf_counter() - started) * 1000, 1)}
+        return {
+            "node": topology.nfs.name,
+            "dst": dst,
+            "via": board.name,
+            "gateway": board.address,
+            "kernel_ms": round(result["seconds"] * 1000, 3),
+            "wall_ms": round((time.perf_counter() - started) * 1000, 1),
+        }
 
 
 def find_labs(client: docker.DockerClient) -> list[str]:
-    names = {n.attrs.get("Labels", {}).get(labels.LAB)
-             for n in client.networks.list(filters=labels.project_filter(
-                 **{labels.KIND: "network"}))}
+    names = {
+        n.attrs.get("Labels", {}).get(labels.LAB)
+        for n in client.networks.list(filters=labels.project_filter(**{labels.KIND: "network"}))
+    }
     return sorted(name for name in names if name)

@@ -30,14 +30,22 @@ class NfsServerSpec:
     privileges: Privileges = NFS
 
 
-def create_nfs_server(client: docker.DockerClient,
-                      spec: NfsServerSpec) -> docker.models.containers.Container:
+def create_nfs_server(
+    client: docker.DockerClient, spec: NfsServerSpec
+) -> docker.models.containers.Container:
     """Create (not start) the server on ``spec.network`` at ``spec.address``."""
     return client.containers.create(
-        images.NFS_IMAGE, name=spec.name, hostname=spec.name, labels=spec.labels,
+        images.NFS_IMAGE,
+        name=spec.name,
+        hostname=spec.name,
+        labels=spec.labels,
         volumes={spec.volume: {"bind": EXPORT_PATH, "mode": "rw"}},
-        network=spec.network, networking_config={spec.network: docker.types.EndpointConfig(
-            client.api._version, ipv4_address=spec.address)},
+        network=spec.network,
+        networking_config={
+            spec.network: docker.types.EndpointConfig(
+                client.api._version, ipv4_address=spec.address
+            )
+        },
         **spec.privileges.container_kwargs(),
     )
 
@@ -52,7 +60,8 @@ def wait_ready(container: docker.models.containers.Container, timeout: float = 3
     for line in container.logs().decode(errors="replace").splitlines():
         if any(marker in line for marker in EXPORT_FAILURES):
             detail = line.split(" :", 1)[-1].strip() if " :" in line else line
-            raise UserError(f"NFS server {container.name} started but cannot export "
-                            f"{EXPORT_PATH}: {detail}")
+            raise UserError(
+                f"NFS server {container.name} started but cannot export {EXPORT_PATH}: {detail}"
+            )
     LOG.info("%s serves NFS after %.2f s", container.name, seconds)
     return seconds

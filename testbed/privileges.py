@@ -50,8 +50,13 @@ BOOT = Privileges()
 BOARD = Privileges(
     cap_add={"NET_ADMIN": "create tap0, set addresses, routes and tc qdiscs (pyroute2)"},
     devices={"/dev/net/tun": "QEMU's tap backend and tap0 creation"},
-    sysctls={"net.ipv4.ip_forward": ("1", "route between the lab network and the guest's tap "
-                                          "(/proc/sys is read-only inside the container)")},
+    sysctls={
+        "net.ipv4.ip_forward": (
+            "1",
+            "route between the lab network and the guest's tap "
+            "(/proc/sys is read-only inside the container)",
+        )
+    },
 )
 
 # The NFS server.

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 
-def write_report(directory: str | Path, name: str, result: dict[str, Any],
-                 artifacts: dict[str, str]) -> Path:
+def write_report(
+    directory: str | Path, name: str, result: dict[str, Any], artifacts: dict[str, str]
+) -> Path:
     """``DIR/NAME.json`` plus every artifact (consoles, QEMU logs) as its own file."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)

@@ -28,24 +28,70 @@ ENOSYS = 38
 
 REFUSED_SYSCALLS: tuple[str, ...] = (
     # kernel modules and kexec
-    "create_module", "init_module", "finit_module", "delete_module", "get_kernel_syms",
-    "query_module", "kexec_load", "kexec_file_load",
+    "create_module",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "get_kernel_syms",
+    "query_module",
+    "kexec_load",
+    "kexec_file_load",
     # mounts, namespaces, root changes
-    "mount", "umount", "umount2", "mount_setattr", "move_mount", "open_tree", "fsopen",
-    "fsconfig", "fsmount", "fspick", "pivot_root", "unshare", "setns",
+    "mount",
+    "umount",
+    "umount2",
+    "mount_setattr",
+    "move_mount",
+    "open_tree",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "pivot_root",
+    "unshare",
+    "setns",
     # other processes' memory, tracing, bpf, perf
-    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "bpf", "perf_event_open",
-    "lookup_dcookie", "userfaultfd",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "kcmp",
+    "bpf",
+    "perf_event_open",
+    "lookup_dcookie",
+    "userfaultfd",
     # keyrings
-    "add_key", "request_key", "keyctl",
+    "add_key",
+    "request_key",
+    "keyctl",
     # clocks
-    "settimeofday", "stime", "clock_settime", "clock_settime64", "clock_adjtime",
-    "clock_adjtime64", "adjtimex",
+    "settimeofday",
+    "stime",
+    "clock_settime",
+    "clock_settime64",
+    "clock_adjtime",
+    "clock_adjtime64",
+    "adjtimex",
     # machine state
-    "reboot", "swapon", "swapoff", "acct", "quotactl", "quotactl_fd", "nfsservctl",
-    "iopl", "ioperm", "vm86", "vm86old", "syslog",
+    "reboot",
+    "swapon",
+    "swapoff",
+    "acct",
+    "quotactl",
+    "quotactl_fd",
+    "nfsservctl",
+    "iopl",
+    "ioperm",
+    "vm86",
+    "vm86old",
+    "syslog",
     # obsolete or NUMA-policy calls Docker refuses without CAP_SYS_NICE
-    "uselib", "ustat", "sysfs", "_sysctl", "mbind", "set_mempolicy", "move_pages",
+    "uselib",
+    "ustat",
+    "sysfs",
+    "_sysctl",
+    "mbind",
+    "set_mempolicy",
+    "move_pages",
 )
 
 # clone(2) flags that create namespaces; each is refused on its own.
@@ -60,8 +106,11 @@ CLONE_NAMESPACE_FLAGS: tuple[int, ...] = (
 )
 
 ARCHITECTURES = (
-    "SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32",
-    "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM",
+    "SCMP_ARCH_X86_64",
+    "SCMP_ARCH_X86",
+    "SCMP_ARCH_X32",
+    "SCMP_ARCH_AARCH64",
+    "SCMP_ARCH_ARM",
 )
 
 
@@ -71,10 +120,14 @@ def nfs_server_profile() -> dict[str, Any]:
         {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS},
     ]
     for flag in CLONE_NAMESPACE_FLAGS:
-        syscalls.append({
-            "names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM,
-            "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}],
-        })
+        syscalls.append(
+            {
+                "names": ["clone"],
+                "action": "SCMP_ACT_ERRNO",
+                "errnoRet": EPERM,
+                "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}],
+            }
+        )
     return {
         "defaultAction": "SCMP_ACT_ALLOW",
         "architectures": list(ARCHITECTURES),

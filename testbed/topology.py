@@ -24,8 +24,10 @@ _IFNAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$")
 
 class TopologyError(UserError):
     def __init__(self, source: str, place: str, problem: str) -> None:
-        super().__init__(f"{source}: {place}: {problem}" if place else f"{source}: {problem}",
-                         "fix the topology file")
+        super().__init__(
+            f"{source}: {place}: {problem}" if place else f"{source}: {problem}",
+            "fix the topology file",
+        )
 
 
 @dataclass(frozen=True)
@@ -94,8 +96,9 @@ class Topology:
         for node in self.nodes:
             if node.name == name:
                 return node
-        raise UserError(f"no node {name!r} in the topology",
-                        f"use one of {', '.join(self.node_names)}")
+        raise UserError(
+            f"no node {name!r} in the topology", f"use one of {', '.join(self.node_names)}"
+        )
 
     @property
     def node_names(self) -> list[str]:
@@ -185,8 +188,10 @@ class _Parser:
             raise self.fail(place, f"missing key {missing[0]!r}")
         unknown = sorted(data.keys() - required - optional)
         if unknown:
-            raise self.fail(place, f"unknown key {unknown[0]!r} (known: "
-                            f"{', '.join(sorted(required | optional))})")
+            raise self.fail(
+                place,
+                f"unknown key {unknown[0]!r} (known: {', '.join(sorted(required | optional))})",
+            )
         return data
 
     def string(self, data: dict, key: str, place: str) -> str:
@@ -240,19 +245,26 @@ class _Parser:
             raise self.fail("network.subnet", f"{value!r} is not an IPv4 prefix") from None
         if subnet.prefixlen > 29:
             raise self.fail("network.subnet", f"{value} is too small for a lab")
-        gateway = self.ip(net, "gateway", "network") if "gateway" in net else str(
-            next(subnet.hosts()))
+        gateway = (
+            self.ip(net, "gateway", "network") if "gateway" in net else str(next(subnet.hosts()))
+        )
         if ipaddress.IPv4Address(gateway) not in subnet:
             raise self.fail("network.gateway", f"{gateway} is not in {subnet}")
         return Network(str(subnet), gateway)
 
     def guest(self, data: Any) -> Guest:
         g = self.table(data, "guest", {"address", "gateway", "mac"}, set())
-        guest = Guest(self.interface(g, "address", "guest"), self.ip(g, "gateway", "guest"),
-                      self.mac(g, "mac", "guest"))
+        guest = Guest(
+            self.interface(g, "address", "guest"),
+            self.ip(g, "gateway", "guest"),
+            self.mac(g, "mac", "guest"),
+        )
         if ipaddress.ip_address(guest.gateway) not in ipaddress.ip_interface(guest.address).network:
-            raise self.fail("guest.gateway", f"{guest.gateway} is not in the guest's subnet "
-                            f"{ipaddress.ip_interface(guest.address).network}")
+            raise self.fail(
+                "guest.gateway",
+                f"{guest.gateway} is not in the guest's subnet "
+                f"{ipaddress.ip_interface(guest.address).network}",
+            )
         return guest
 
     def node(self, data: Any, place: str, network: Network) -> Node:
@@ -261,8 +273,10 @@ class _Parser:
         n = self.table(data, place, {"name", "role", "address"}, {"forwarding", "routes", "taps"})
         name = self.string(n, "name", place)
         if not _NAME.match(name):
-            raise self.fail(f"{place}.name", f"{name!r} must be lower-case letters, digits and "
-                            "dashes, starting with a letter")
+            raise self.fail(
+                f"{place}.name",
+                f"{name!r} must be lower-case letters, digits and dashes, starting with a letter",
+            )
         role = self.string(n, "role", place)
         if role not in ROLES:
             raise self.fail(f"{place}.role", f"unknown role {role!r} (use {' or '.join(ROLES)})")
@@ -277,13 +291,17 @@ class _Parser:
         forwarding = n.get("forwarding", False)
         if not isinstance(forwarding, bool):
             raise self.fail(f"{place}.forwarding", "must be true or false")
-        taps = tuple(self.tap(raw, f"{place}.taps[{i}]") for i, raw in enumerate(
-            self.array(n.get("taps", []), f"{place}.taps")))
+        taps = tuple(
+            self.tap(raw, f"{place}.taps[{i}]")
+            for i, raw in enumerate(self.array(n.get("taps", []), f"{place}.taps"))
+        )
         if taps and role != "board":
             raise self.fail(f"{place}.taps", "only boards have taps")
         connected = [subnet] + [ipaddress.ip_network(t.subnet) for t in taps]
-        routes = tuple(self.route(raw, f"{place}.routes[{i}]", connected) for i, raw in enumerate(
-            self.array(n.get("routes", []), f"{place}.routes")))
+        routes = tuple(
+            self.route(raw, f"{place}.routes[{i}]", connected)
+            for i, raw in enumerate(self.array(n.get("routes", []), f"{place}.routes"))
+        )
         return Node(name, role, address, forwarding, routes, taps)
 
     def array(self, value: Any, place: str) -> list:
@@ -305,8 +323,9 @@ class _Parser:
             try:
                 dst = str(ipaddress.IPv4Network(dst))
             except ValueError:
-                raise self.fail(f"{place}.dst", f"{dst!r} is not 'default' or an IPv4 "
-                                "prefix") from None
+                raise self.fail(
+                    f"{place}.dst", f"{dst!r} is not 'default' or an IPv4 prefix"
+                ) from None
         via = self.ip(r, "via", place)
         if not any(ipaddress.IPv4Address(via) in net for net in connected):
             raise self.fail(f"{place}.via", f"gateway {via} is not on a network this node is on")
@@ -324,12 +343,14 @@ class _Parser:
                 raise self.fail(f"{place}.address", f"{node.address} is used by another node")
         roles = [node.role for node in nodes]
         if roles.count("nfs") != 1:
-            raise self.fail("nodes", f"needs exactly one node with role 'nfs', found "
-                            f"{roles.count('nfs')}")
+            raise self.fail(
+                "nodes", f"needs exactly one node with role 'nfs', found {roles.count('nfs')}"
+            )
         if roles.count("board") < 2:
-            raise self.fail("nodes", "needs at least two boards (migration source and "
-                            "destination)")
+            raise self.fail("nodes", "needs at least two boards (migration source and destination)")
         for i, node in enumerate(nodes):
             if node.role == "board" and guest.gateway not in [t.ip for t in node.taps]:
-                raise self.fail(f"nodes[{i}] ({node.name}).taps", f"no tap has the guest's "
-                                f"gateway address {guest.gateway}")
+                raise self.fail(
+                    f"nodes[{i}] ({node.name}).taps",
+                    f"no tap has the guest's gateway address {guest.gateway}",
+                )

@@ -9,8 +9,9 @@ import docker.models.containers
 from testbed.errors import UserError
 
 
-def wait_for_log(container: docker.models.containers.Container, text: str,
-                 timeout: float, what: str) -> float:
+def wait_for_log(
+    container: docker.models.containers.Container, text: str, timeout: float, what: str
+) -> float:
     """Wait until the container's log contains ``text``; returns the seconds waited.
     Fails with the log's last line when the container stops or time runs out."""
     started = time.monotonic()

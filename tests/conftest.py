@@ -17,12 +17,17 @@ from testbed.errors import UserError
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None,
-            timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     """The real command line, as a user runs it."""
     return subprocess.run(
-        [sys.executable, "-m", "testbed", *args], capture_output=True, text=True,
-        timeout=timeout, env={**os.environ, **(env or {})}, cwd=ROOT,
+        [sys.executable, "-m", "testbed", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
     )
 
 
@@ -55,8 +60,9 @@ def lab_for_module(name: str) -> Iterator[str]:
 
 
 def labelled_containers(client: docker.DockerClient, **match: str) -> list[str]:
-    return [c.name for c in client.containers.list(
-        all=True, filters=labels.project_filter(**match))]
+    return [
+        c.name for c in client.containers.list(all=True, filters=labels.project_filter(**match))
+    ]
 
 
 @pytest.fixture()

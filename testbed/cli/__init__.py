@@ -48,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     # SIGTERM unwinds like Ctrl-C, so every `finally` removes what it created.
     signal.signal(signal.SIGTERM, _raise_interrupt)

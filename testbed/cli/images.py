@@ -16,9 +16,14 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     client = docker_client.connect()
     with Progress(
-        SpinnerColumn(), TextColumn("[bold]{task.fields[name]}"), BarColumn(),
-        TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-        TextColumn("{task.description}"), console=err, transient=False,
+        SpinnerColumn(),
+        TextColumn("[bold]{task.fields[name]}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=err,
+        transient=False,
     ) as progress:
         base = progress.add_task("", name="base image", total=None)
         how = images.ensure_base_image(client)
@@ -30,14 +35,28 @@ def cmd_build(args: argparse.Namespace) -> int:
                 tasks[tag] = progress.add_task("", name=tag, total=total)
             progress.update(tasks[tag], completed=done, total=total, description=detail)
 
-        built = images.build_all(client, args.qemu_suite, nocache=args.no_cache,
-                                 on_progress=on_progress, only=args.only)
+        built = images.build_all(
+            client, args.qemu_suite, nocache=args.no_cache, on_progress=on_progress, only=args.only
+        )
     if args.json:
         print_json({"base_image": how, "images": [b.to_dict() for b in built]})
         return 0
-    out.print(table("images", ["image", "QEMU", "size", "build time", "steps cached"], [
-        [b.tag, b.qemu_version or "-", mib(b.size_bytes), f"{b.seconds:.1f} s",
-         f"{b.cached_steps}/{b.steps}"] for b in built]))
+    out.print(
+        table(
+            "images",
+            ["image", "QEMU", "size", "build time", "steps cached"],
+            [
+                [
+                    b.tag,
+                    b.qemu_version or "-",
+                    mib(b.size_bytes),
+                    f"{b.seconds:.1f} s",
+                    f"{b.cached_steps}/{b.steps}",
+                ]
+                for b in built
+            ],
+        )
+    )
     return 0
 
 
@@ -48,9 +67,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print_json([info.to_dict() for info in found])
         return 0
-    out.print(table("testbed images", ["image", "id", "QEMU", "size", "created"], [
-        [i.tag, i.image_id, i.qemu_version or "-", mib(i.size_bytes), i.created[:19]]
-        for i in found]))
+    out.print(
+        table(
+            "testbed images",
+            ["image", "id", "QEMU", "size", "created"],
+            [
+                [i.tag, i.image_id, i.qemu_version or "-", mib(i.size_bytes), i.created[:19]]
+                for i in found
+            ],
+        )
+    )
     if not found:
         err.print("no testbed images: build them with `testbed images build`")
     return 0
@@ -60,13 +86,17 @@ def register(sub: Any) -> None:
     img = sub.add_parser("images", help="build and list the board and NFS images")
     img_sub = img.add_subparsers(dest="images_command", required=True, metavar="SUBCOMMAND")
     build = img_sub.add_parser(
-        "build", help="build the board image (QEMU + guests) and the NFS server image",
+        "build",
+        help="build the board image (QEMU + guests) and the NFS server image",
         description="Build gauss-testbed/qemu-arm:SUITE and gauss-testbed/nfs. When "
         "debian:bookworm-slim is missing and cannot be pulled, it is made with debootstrap.",
     )
-    build.add_argument("--qemu-suite", choices=SUITES, default=DEFAULT_SUITE,
-                       help=f"Debian suite QEMU comes from (default {DEFAULT_SUITE}: 10.0.x; "
-                       "bookworm: 7.2)")
+    build.add_argument(
+        "--qemu-suite",
+        choices=SUITES,
+        default=DEFAULT_SUITE,
+        help=f"Debian suite QEMU comes from (default {DEFAULT_SUITE}: 10.0.x; bookworm: 7.2)",
+    )
     build.add_argument("--no-cache", action="store_true", help="rebuild every layer")
     build.add_argument("--only", choices=("board", "nfs"), help="build only this image")
     build.add_argument("--json", action="store_true", help="print the result as JSON")

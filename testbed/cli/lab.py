@@ -22,14 +22,14 @@ def _lab(args: argparse.Namespace, with_topology: bool = False) -> Any:
 
     check_lab_name(args.lab)
     topo = topology.load(args.topology) if with_topology else None
-    return Lab(docker_client.connect(), args.lab, topo,
-               getattr(args, "qemu_suite", DEFAULT_SUITE))
+    return Lab(docker_client.connect(), args.lab, topo, getattr(args, "qemu_suite", DEFAULT_SUITE))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     lab = _lab(args, with_topology=True)
     started = time.monotonic()
     with err.status(f"bringing lab {lab.name} up") as status:
+
         def step(text: str) -> None:
             status.update(text)
             err.print(f"  {text}", highlight=False)
@@ -60,10 +60,17 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def _print_status(state: Any) -> None:
-    out.print(table(
-        f"lab {state.lab}: network {state.network or '-'} {state.subnet or ''}, volume "
-        f"{state.volume or '-'}", ["node", "role", "container", "state", "address", "image"],
-        [[n.name, n.role, n.container, n.state, n.address, n.image or "-"] for n in state.nodes]))
+    out.print(
+        table(
+            f"lab {state.lab}: network {state.network or '-'} {state.subnet or ''}, volume "
+            f"{state.volume or '-'}",
+            ["node", "role", "container", "state", "address", "image"],
+            [
+                [n.name, n.role, n.container, n.state, n.address, n.image or "-"]
+                for n in state.nodes
+            ],
+        )
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -108,10 +115,21 @@ def cmd_trace(args: argparse.Namespace) -> int:
     if args.json:
         print_json(trace.to_dict())
         return 0 if trace.reached else 1
-    out.print(table(f"trace {trace.src} -> {trace.dst}", ["hop", "node", "route get", "note"], [
-        [str(i + 1), h.node,
-         (f"via {h.gateway} " if h.gateway else "") + (f"dev {h.dev}" if h.dev else ""), h.note]
-        for i, h in enumerate(trace.hops)]))
+    out.print(
+        table(
+            f"trace {trace.src} -> {trace.dst}",
+            ["hop", "node", "route get", "note"],
+            [
+                [
+                    str(i + 1),
+                    h.node,
+                    (f"via {h.gateway} " if h.gateway else "") + (f"dev {h.dev}" if h.dev else ""),
+                    h.note,
+                ]
+                for i, h in enumerate(trace.hops)
+            ],
+        )
+    )
     path = " -> ".join(h.node for h in trace.hops)
     colour = "green" if trace.reached else "red"
     out.print(f"{path}: [{colour}]{trace.end}[/{colour}]", highlight=False)
@@ -137,8 +155,10 @@ def cmd_shell(args: argparse.Namespace) -> int:
     container = _lab(args).container(args.node)
     docker_cli = shutil.which("docker")
     if docker_cli is None:
-        raise UserError("the interactive shell needs the docker command line client",
-                        f"install it, or use testbed exec {args.node} -- COMMAND")
+        raise UserError(
+            "the interactive shell needs the docker command line client",
+            f"install it, or use testbed exec {args.node} -- COMMAND",
+        )
     shell = "bash" if container.exec_run(["sh", "-c", "command -v bash"])[0] == 0 else "sh"
     os.execv(docker_cli, [docker_cli, "exec", "-it", container.name, shell])
     return 0  # not reached
@@ -149,9 +169,11 @@ def cmd_switch_route(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
     else:
-        out.print(f"{result['node']}: {result['dst']} now via {result['gateway']} "
-                  f"({result['via']}): kernel {result['kernel_ms']:.3f} ms, "
-                  f"round trip {result['wall_ms']:.0f} ms")
+        out.print(
+            f"{result['node']}: {result['dst']} now via {result['gateway']} "
+            f"({result['via']}): kernel {result['kernel_ms']:.3f} ms, "
+            f"round trip {result['wall_ms']:.0f} ms"
+        )
     return 0
 
 
@@ -171,13 +193,17 @@ def cmd_graph(args: argparse.Namespace) -> int:
         if lab is not None and args.format == "text":
             try:
                 answer = lab.agent(topo.nfs.name, "net", "route-get", topo.guest.ip)
-                guest_route = (f"via {answer['gateway']}" if answer.get("gateway")
-                               else answer.get("error", "directly"))
+                guest_route = (
+                    f"via {answer['gateway']}"
+                    if answer.get("gateway")
+                    else answer.get("error", "directly")
+                )
             except UserError:
                 guest_route = None
     rendered = {"text": graph.text, "mermaid": graph.mermaid, "dot": graph.dot}[args.format]
-    sys.stdout.write((rendered(topo, guest_route) if args.format == "text"
-                      else rendered(topo)) + "\n")
+    sys.stdout.write(
+        (rendered(topo, guest_route) if args.format == "text" else rendered(topo)) + "\n"
+    )
     return 0
 
 
@@ -189,23 +215,37 @@ def register(sub: Any) -> None:
             p.add_argument("--json", action="store_true", help="print the result as JSON")
         return p
 
-    up = lab_parser("up", "create the lab: network, NFS server, boards, seed routes",
-                    description="Bring up the seed's three machines as containers with the "
-                    "topology's routes (pyroute2 inside each node). Idempotent.")
+    up = lab_parser(
+        "up",
+        "create the lab: network, NFS server, boards, seed routes",
+        description="Bring up the seed's three machines as containers with the "
+        "topology's routes (pyroute2 inside each node). Idempotent.",
+    )
     up.add_argument("--topology", metavar="FILE", help="topology TOML (default: the seed's)")
-    up.add_argument("--bandwidth", metavar="RATE",
-                    help="shape the boards' lab link with tc tbf, e.g. 1gbit (the seed's link)")
-    up.add_argument("--qemu-suite", choices=SUITES, default=DEFAULT_SUITE,
-                    help="which board image (QEMU version) the boards run")
+    up.add_argument(
+        "--bandwidth",
+        metavar="RATE",
+        help="shape the boards' lab link with tc tbf, e.g. 1gbit (the seed's link)",
+    )
+    up.add_argument(
+        "--qemu-suite",
+        choices=SUITES,
+        default=DEFAULT_SUITE,
+        help="which board image (QEMU version) the boards run",
+    )
     up.set_defaults(func=cmd_up)
 
     down = lab_parser("down", "remove everything a lab (or the testbed) created")
-    down.add_argument("--all", action="store_true",
-                      help="every testbed object of every lab, boot containers included")
+    down.add_argument(
+        "--all",
+        action="store_true",
+        help="every testbed object of every lab, boot containers included",
+    )
     down.set_defaults(func=cmd_down)
 
     lab_parser("status", "the lab's containers and whether it is healthy").set_defaults(
-        func=cmd_status)
+        func=cmd_status
+    )
 
     routes = lab_parser("routes", "each node's routing table beside the topology's")
     routes.add_argument("node", nargs="?", help="only this node")
@@ -226,19 +266,21 @@ def register(sub: Any) -> None:
     shell.add_argument("node")
     shell.set_defaults(func=cmd_shell)
 
-    exe = lab_parser("exec", "run a command in a node: testbed exec NODE -- CMD",
-                     json_flag=False)
+    exe = lab_parser("exec", "run a command in a node: testbed exec NODE -- CMD", json_flag=False)
     exe.add_argument("node")
     exe.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     exe.set_defaults(func=cmd_exec)
 
-    switch = lab_parser("switch-route", "point the NFS server's host route to the guest at a "
-                        "board (atomic ip route replace)")
+    switch = lab_parser(
+        "switch-route",
+        "point the NFS server's host route to the guest at a board (atomic ip route replace)",
+    )
     switch.add_argument("--via", required=True, metavar="BOARD", help="gauss-a or gauss-b")
     switch.set_defaults(func=cmd_switch_route)
 
-    graph = lab_parser("graph", "draw the topology (the lab's, or the file's, or the seed's)",
-                       json_flag=False)
+    graph = lab_parser(
+        "graph", "draw the topology (the lab's, or the file's, or the seed's)", json_flag=False
+    )
     graph.add_argument("--topology", metavar="FILE", help="draw this topology file")
     graph.add_argument("--format", choices=("text", "mermaid", "dot"), default="text")
     graph.set_defaults(func=cmd_graph)

@@ -101,8 +101,18 @@ def _cmd_record_stream(args: argparse.Namespace) -> int:
 def _cmd_replicate(args: argparse.Namespace) -> int:
     from testbed.node.replicate import run_daemon
 
-    _emit(run_daemon(args.qmp, args.shm, args.dest, args.remote, args.drop_every,
-                     args.until_quiet, args.checkpoint_every, args.result))
+    _emit(
+        run_daemon(
+            args.qmp,
+            args.shm,
+            args.dest,
+            args.remote,
+            args.drop_every,
+            args.until_quiet,
+            args.checkpoint_every,
+            args.result,
+        )
+    )
     return 0
 
 
@@ -167,31 +177,50 @@ def main(argv: list[str] | None = None) -> int:
     vmp.set_defaults(func=_cmd_vm)
 
     rep = sub.add_parser(
-        "replicate", help="replicate a QEMU shared-memory device from QEMU's dirty log",
+        "replicate",
+        help="replicate a QEMU shared-memory device from QEMU's dirty log",
         description="Keeps --dest (or a receiver at --remote) equal to the shared-memory "
         "region, from the migration stream of the VM behind --qmp; checks every "
         "convergence; on SIGUSR1 or after --until-quiet seconds without guest writes it "
-        "converges a last time, checks, resumes the VM and exits.")
+        "converges a last time, checks, resumes the VM and exits.",
+    )
     rep.add_argument("--qmp", required=True, help="the VM's QMP unix socket")
     rep.add_argument("--shm", default="/dev/shm/aeshmem", help="the region's host file")
     rep.add_argument("--dest", help="destination file")
     rep.add_argument("--remote", metavar="HOST:PORT", help="send pages to a receiver instead")
-    rep.add_argument("--verify-at-stop", action="store_true", default=True,
-                     help="compare at every convergence and at the end (always on)")
-    rep.add_argument("--drop-every", type=int, metavar="N",
-                     help="negative control: drop every Nth page")
-    rep.add_argument("--until-quiet", type=float, metavar="S",
-                     help="stop after the guest wrote nothing for S seconds")
-    rep.add_argument("--checkpoint-every", type=float, default=10.0, metavar="S",
-                     help="force a convergence (checkpoint) every S seconds (10)")
+    rep.add_argument(
+        "--verify-at-stop",
+        action="store_true",
+        default=True,
+        help="compare at every convergence and at the end (always on)",
+    )
+    rep.add_argument(
+        "--drop-every", type=int, metavar="N", help="negative control: drop every Nth page"
+    )
+    rep.add_argument(
+        "--until-quiet",
+        type=float,
+        metavar="S",
+        help="stop after the guest wrote nothing for S seconds",
+    )
+    rep.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="force a convergence (checkpoint) every S seconds (10)",
+    )
     rep.add_argument("--result", help="also write the JSON result here")
     rep.set_defaults(func=_cmd_replicate)
 
     rcv = sub.add_parser("receive", help="the remote end of replicate --remote")
     rcv.add_argument("--listen", required=True, metavar="HOST:PORT")
     rcv.add_argument("--dest", required=True)
-    rcv.add_argument("--serve-forever", action="store_true",
-                     help="accept a new daemon after one leaves (a restarted daemon)")
+    rcv.add_argument(
+        "--serve-forever",
+        action="store_true",
+        help="accept a new daemon after one leaves (a restarted daemon)",
+    )
     rcv.set_defaults(func=_cmd_receive)
 
     rec = sub.add_parser("record-stream", help="record a small real migration stream")
@@ -200,8 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     rec.set_defaults(func=_cmd_record_stream)
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-        format="%(asctime)s.%(msecs)03d %(name)s: %(message)s", datefmt="%H:%M:%S",
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s.%(msecs)03d %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
     )
     # docker stop / the host's Ctrl-C arrive as SIGTERM: unwind so QEMU is shut down.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -36,9 +36,9 @@ def probe_host(kvm_device: str = KVM_DEVICE) -> HostFacts:
         LOG.debug("no KVM: %s: %s", kvm_device, exc)
         return HostFacts(machine, False, False)
     try:
-        el1_32bit = machine == "aarch64" and fcntl.ioctl(
-            fd, KVM_CHECK_EXTENSION, KVM_CAP_ARM_EL1_32BIT
-        ) > 0
+        el1_32bit = (
+            machine == "aarch64" and fcntl.ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_ARM_EL1_32BIT) > 0
+        )
     except OSError:
         el1_32bit = False
     finally:

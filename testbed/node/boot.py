@@ -38,7 +38,11 @@ class BootReport:
 
 
 def boot_guest(
-    arch_name: str, mem_mb: int, smp: int, accel: str, timeout: float = 120.0,
+    arch_name: str,
+    mem_mb: int,
+    smp: int,
+    accel: str,
+    timeout: float = 120.0,
     root: str = "initramfs",
 ) -> BootReport:
     arch = get_arch(arch_name)
@@ -52,10 +56,16 @@ def boot_guest(
             shutil.copyfile(artifacts.rootfs, work / "rootfs.ext3")
             disk = Disk(str(work / "rootfs.ext3"))
         config = GuestConfig(
-            arch=arch, accel=resolved, kernel=str(artifacts.kernel),
-            initrd=str(artifacts.initrd), serial_socket=str(work / "serial.sock"),
-            serial_log=str(work / "serial.log"), qmp_socket=str(work / "qmp.sock"),
-            mem_mb=mem_mb, smp=smp, disk=disk,
+            arch=arch,
+            accel=resolved,
+            kernel=str(artifacts.kernel),
+            initrd=str(artifacts.initrd),
+            serial_socket=str(work / "serial.sock"),
+            serial_log=str(work / "serial.log"),
+            qmp_socket=str(work / "qmp.sock"),
+            mem_mb=mem_mb,
+            smp=smp,
+            disk=disk,
         )
         LOG.info("starting %s (%s, -m %d, -smp %d)", config.arch.name, resolved, mem_mb, smp)
         with VirtualMachine(config, work) as vm:
@@ -72,9 +82,16 @@ def boot_guest(
                 raise RuntimeError(f"uname -m failed in the guest: {uname.output!r}")
             LOG.info("guest says: uname -m = %s", uname.output.strip())
             return BootReport(
-                arch=arch.name, guest_uname=uname.output.strip(),
-                kernel_release=ready.group(2), qemu_version=version, qemu_package=package,
-                accel=resolved, boot_seconds=round(boot_seconds, 3), root=ready.group(3),
-                mem_mb=mem_mb, smp=smp,
-                host_machine=host.machine, qemu_command=vm.command,
+                arch=arch.name,
+                guest_uname=uname.output.strip(),
+                kernel_release=ready.group(2),
+                qemu_version=version,
+                qemu_package=package,
+                accel=resolved,
+                boot_seconds=round(boot_seconds, 3),
+                root=ready.group(3),
+                mem_mb=mem_mb,
+                smp=smp,
+                host_machine=host.machine,
+                qemu_command=vm.command,
             )

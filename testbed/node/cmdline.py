@@ -122,22 +122,27 @@ def build_command(cfg: GuestConfig) -> list[str]:
         argv += ["-monitor", f"unix:{cfg.monitor_socket},server=on,wait=off"]
     if cfg.nic:
         argv += [
-            "-netdev", f"tap,id=net0,ifname={cfg.nic.tap},script=no,downscript=no",
+            "-netdev",
+            f"tap,id=net0,ifname={cfg.nic.tap},script=no,downscript=no",
             # romfile= : no option ROM (nothing network-boots; the ROM package is optional)
-            "-device", f"virtio-net-pci,netdev=net0,mac={cfg.nic.mac},romfile=",
+            "-device",
+            f"virtio-net-pci,netdev=net0,mac={cfg.nic.mac},romfile=",
         ]
     else:
         argv += ["-nic", "none"]
     if cfg.disk:
         argv += [
-            "-drive", f"file={cfg.disk.path},if=none,format={cfg.disk.format},id=disk0",
-            "-device", "virtio-blk-pci,drive=disk0",
+            "-drive",
+            f"file={cfg.disk.path},if=none,format={cfg.disk.format},id=disk0",
+            "-device",
+            "virtio-blk-pci,drive=disk0",
         ]
     if cfg.shm:
         argv += [
-            "-object", f"memory-backend-file,id=shm,mem-path={cfg.shm.path},"
-            f"size={cfg.shm.size},share=on",
-            "-device", "ivshmem-plain,memdev=shm,master=on",
+            "-object",
+            f"memory-backend-file,id=shm,mem-path={cfg.shm.path},size={cfg.shm.size},share=on",
+            "-device",
+            "ivshmem-plain,memdev=shm,master=on",
         ]
     if cfg.gdb_port is not None:
         argv += ["-gdb", f"tcp:127.0.0.1:{cfg.gdb_port}"]

@@ -125,7 +125,7 @@ class SerialConsole:
         text = self.text(start)[: match.start()]
         # the output starts after the (last) echo of the typed line
         echo_at = text.rfind(typed)
-        text = text[echo_at + len(typed):] if echo_at >= 0 else text
+        text = text[echo_at + len(typed) :] if echo_at >= 0 else text
         output = text.split("\n", 1)[1] if "\n" in text else ""
         return CommandOutput(output.replace("\r", "").strip("\n"), int(match.group(1)))
 

@@ -37,8 +37,8 @@ class GdbRemote:
             start = self.buf.find(b"$")
             end = self.buf.find(b"#", start + 1) if start >= 0 else -1
             if start >= 0 and end >= 0 and len(self.buf) >= end + 3:
-                payload = self.buf[start + 1:end]
-                self.buf = self.buf[end + 3:]
+                payload = self.buf[start + 1 : end]
+                self.buf = self.buf[end + 3 :]
                 self.sock.sendall(b"+")
                 return payload.decode()
             data = self.sock.recv(4096)

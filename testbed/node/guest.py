@@ -28,7 +28,12 @@ class GuestArtifacts:
         if not manifest_path.exists():
             raise FileNotFoundError(f"no guest artifacts for {arch.name} in {d}")
         return cls(
-            kernel=d / "kernel", initrd=d / "initrd.img", rootfs=d / "rootfs.ext3",
-            bin_dir=d / "bin", manifest=json.loads(manifest_path.read_text()),
+            kernel=d / "kernel",
+            initrd=d / "initrd.img",
+            rootfs=d / "rootfs.ext3",
+            bin_dir=d / "bin",
+            manifest=json.loads(manifest_path.read_text()),
         )
+
+
 PROMPT_PATTERN = r"guest# "

@@ -112,8 +112,7 @@ class LabVM:
     # -- lifecycle ---------------------------------------------------------------------
     def start(self, spec: LabVMSpec, timeout: float = 30.0) -> dict[str, Any]:
         if self.alive():
-            raise VMError(f"VM {spec.name!r} is already running (pid {self.pid()}); stop it "
-                          "first")
+            raise VMError(f"VM {spec.name!r} is already running (pid {self.pid()}); stop it first")
         arch = get_arch(spec.arch)
         accel = choose_accel(spec.accel, arch, probe_host())
         artifacts = GuestArtifacts.for_arch(arch)
@@ -121,32 +120,55 @@ class LabVM:
         for path in self.dir.iterdir():
             path.unlink()
         config = GuestConfig(
-            arch=arch, accel=accel, kernel=str(artifacts.kernel), initrd=str(artifacts.initrd),
-            serial_socket=str(self.serial_socket), serial_log=str(self.serial_log),
-            qmp_socket=str(self.qmp_socket), monitor_socket=str(self.hmp_socket),
+            arch=arch,
+            accel=accel,
+            kernel=str(artifacts.kernel),
+            initrd=str(artifacts.initrd),
+            serial_socket=str(self.serial_socket),
+            serial_log=str(self.serial_log),
+            qmp_socket=str(self.qmp_socket),
+            monitor_socket=str(self.hmp_socket),
             service_qmp_socket=str(self.service_qmp_socket) if spec.shm_path else None,
-            mem_mb=spec.mem_mb, smp=spec.smp,
+            mem_mb=spec.mem_mb,
+            smp=spec.smp,
             nic=Nic(spec.tap, spec.mac) if spec.tap and spec.mac else None,
-            guest_ip=spec.guest_ip, guest_gateway=spec.guest_gateway,
-            disk=Disk(spec.disk) if spec.disk else None, incoming=spec.incoming,
-            start_paused=spec.paused, serial_wait=False, gdb_port=spec.gdb_port,
+            guest_ip=spec.guest_ip,
+            guest_gateway=spec.guest_gateway,
+            disk=Disk(spec.disk) if spec.disk else None,
+            incoming=spec.incoming,
+            start_paused=spec.paused,
+            serial_wait=False,
+            gdb_port=spec.gdb_port,
             shm=SharedMemory(spec.shm_path, spec.shm_size, spec.shm_first)
-            if spec.shm_path else None,
+            if spec.shm_path
+            else None,
         )
         command = build_command(config)
         LOG.info("starting: %s", shlex.join(command))
         with open(self.qemu_log, "wb") as log:
-            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         started = time.time()
-        self.state_file.write_text(json.dumps({
-            "pid": proc.pid, "started": started, "command": command, "accel": accel,
-            "spec": asdict(spec)}))
+        self.state_file.write_text(
+            json.dumps(
+                {
+                    "pid": proc.pid,
+                    "started": started,
+                    "command": command,
+                    "accel": accel,
+                    "spec": asdict(spec),
+                }
+            )
+        )
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise VMError(f"QEMU exited at start ({proc.returncode}): "
-                              f"{self._last_log_line()}")
+                raise VMError(f"QEMU exited at start ({proc.returncode}): {self._last_log_line()}")
             try:
                 with self.qmp() as qmp:
                     version = qmp.cmd("query-version")
@@ -158,9 +180,13 @@ class LabVM:
                     raise VMError(f"QMP did not answer within {timeout:.0f} s") from None
                 time.sleep(0.05)
         q = version["qemu"]
-        return {"pid": proc.pid, "accel": accel, "command": command,
-                "qemu_version": f"{q['major']}.{q['minor']}.{q['micro']}",
-                "qemu_package": str(version.get("package", "")).strip()}
+        return {
+            "pid": proc.pid,
+            "accel": accel,
+            "command": command,
+            "qemu_version": f"{q['major']}.{q['minor']}.{q['micro']}",
+            "qemu_package": str(version.get("package", "")).strip(),
+        }
 
     def _last_log_line(self) -> str:
         try:
@@ -226,9 +252,13 @@ class LabVM:
         while True:
             match = pattern.search(self.console_text())
             if match:
-                return {"seconds": round(time.time() - float(self.state()["started"]), 3),
-                        "arch": match.group(1), "kernel": match.group(2),
-                        "root": match.group(3), "net": match.group(4)}
+                return {
+                    "seconds": round(time.time() - float(self.state()["started"]), 3),
+                    "arch": match.group(1),
+                    "kernel": match.group(2),
+                    "root": match.group(3),
+                    "net": match.group(4),
+                }
             if not self.alive():
                 raise VMError(f"QEMU exited before the guest was ready: {self._last_log_line()}")
             if time.monotonic() > deadline:
@@ -265,18 +295,22 @@ class LabVM:
         if self.dump_file.exists():
             self.dump_file.unlink()
         started = time.monotonic()
-        self.execute("pmemsave", {"val": RAM_BASE, "size": size,
-                                  "filename": str(self.dump_file)})
+        self.execute("pmemsave", {"val": RAM_BASE, "size": size, "filename": str(self.dump_file)})
         digests = bytearray()
         with open(self.dump_file, "rb") as f:
             while page := f.read(PAGE):
                 digests += hashlib.blake2b(page, digest_size=HASH_BYTES).digest()
         if len(digests) != (size // PAGE) * HASH_BYTES:
-            raise VMError(f"the RAM dump is {len(digests) // HASH_BYTES} pages, expected "
-                          f"{size // PAGE}")
-        return {"pages": size // PAGE, "status": status, "hash_bytes": HASH_BYTES,
-                "hashes": base64.b64encode(bytes(digests)).decode(),
-                "seconds": round(time.monotonic() - started, 3)}
+            raise VMError(
+                f"the RAM dump is {len(digests) // HASH_BYTES} pages, expected {size // PAGE}"
+            )
+        return {
+            "pages": size // PAGE,
+            "status": status,
+            "hash_bytes": HASH_BYTES,
+            "hashes": base64.b64encode(bytes(digests)).decode(),
+            "seconds": round(time.monotonic() - started, 3),
+        }
 
     def ram_peek(self, pages: list[int], length: int = 32) -> dict[str, str]:
         found = {}
@@ -304,5 +338,10 @@ class LabVM:
         finally:
             gdb.close()
         after = self.execute("query-status")["status"]
-        return {"page": page, "address": hex(address), "bytes": len(data),
-                "status_before": before, "status_after": after}
+        return {
+            "page": page,
+            "address": hex(address),
+            "bytes": len(data),
+            "status_before": before,
+            "status_after": after,
+        }

@@ -82,8 +82,15 @@ def apply(config: NetConfig) -> list[str]:
             ipr.addr("replace", index=idx, address=ip, prefixlen=int(prefixlen))
             # the connected route comes with a new address only: put it back if removed
             subnet = ipaddress.IPv4Interface(tap.address).network
-            ipr.route("replace", dst=str(subnet), oif=idx, prefsrc=ip, scope=253, proto=2,
-                      table=MAIN_TABLE)
+            ipr.route(
+                "replace",
+                dst=str(subnet),
+                oif=idx,
+                prefsrc=ip,
+                scope=253,
+                proto=2,
+                table=MAIN_TABLE,
+            )
             actions.append(f"{tap.name} {tap.address} {tap.mac} up")
         wanted = {_prefix(r.dst) for r in config.routes}
         # Docker's default route (towards its gateway) and any stale static route go.
@@ -94,8 +101,9 @@ def apply(config: NetConfig) -> list[str]:
             key = (dst, route["dst_len"])
             if key not in wanted:
                 ipr.route("del", dst=f"{dst}/{route['dst_len']}", table=MAIN_TABLE)
-                actions.append(f"removed {dst}/{route['dst_len']} via "
-                               f"{route.get_attr('RTA_GATEWAY')}")
+                actions.append(
+                    f"removed {dst}/{route['dst_len']} via {route.get_attr('RTA_GATEWAY')}"
+                )
         for r in config.routes:
             ipr.route("replace", dst=_netlink_dst(r.dst), gateway=r.gateway, table=MAIN_TABLE)
             actions.append(f"route {r.dst} via {r.gateway}")
@@ -109,11 +117,13 @@ def routes() -> list[dict[str, str | None]]:
         table = []
         for route in ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE):
             dst = route.get_attr("RTA_DST")
-            table.append({
-                "dst": f"{dst}/{route['dst_len']}" if dst else "default",
-                "gateway": route.get_attr("RTA_GATEWAY"),
-                "dev": names.get(route.get_attr("RTA_OIF")),
-            })
+            table.append(
+                {
+                    "dst": f"{dst}/{route['dst_len']}" if dst else "default",
+                    "gateway": route.get_attr("RTA_GATEWAY"),
+                    "dev": names.get(route.get_attr("RTA_OIF")),
+                }
+            )
     return table
 
 
@@ -130,8 +140,9 @@ def route_get(dst: str) -> dict[str, str | None]:
             "gateway": answer.get_attr("RTA_GATEWAY"),
             "dev": names.get(answer.get_attr("RTA_OIF")),
             "prefsrc": answer.get_attr("RTA_PREFSRC"),
-            "type": {1: "unicast", 2: "local", 7: "unreachable"}.get(answer["type"],
-                                                                    str(answer["type"])),
+            "type": {1: "unicast", 2: "local", 7: "unreachable"}.get(
+                answer["type"], str(answer["type"])
+            ),
         }
 
 
@@ -170,8 +181,15 @@ def shape(device: str, rate: str | None) -> str:
             return f"{device}: no shaping"
         bits = parse_rate(rate)
         burst = max(bits // 8 // 100, 32 * 1024)  # 10 ms of traffic, at least 32 KiB
-        ipr.tc("replace", kind="tbf", index=idx, handle=TBF_HANDLE,
-               rate=f"{bits}bit", burst=burst, latency="50ms")
+        ipr.tc(
+            "replace",
+            kind="tbf",
+            index=idx,
+            handle=TBF_HANDLE,
+            rate=f"{bits}bit",
+            burst=burst,
+            latency="50ms",
+        )
         return f"{device}: tbf {rate} burst {burst}"
 
 

@@ -54,13 +54,32 @@ def record(arch_name: str, out: Path) -> dict[str, Any]:
 
         thread = threading.Thread(target=receive, daemon=True)
         thread.start()
-        proc = subprocess.Popen([
-            arch.qemu_binary, "-machine", "virt", "-accel", "tcg", "-cpu", arch.tcg_cpu,
-            "-m", str(RAM_MB), "-nodefaults", "-display", "none", "-S",
-            "-object", f"memory-backend-file,id=shm,mem-path={shm},size={SHM_SIZE},share=on",
-            "-device", "ivshmem-plain,memdev=shm,master=on",
-            "-qmp", f"unix:{qmp_path},server=on,wait=off",
-        ], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                arch.qemu_binary,
+                "-machine",
+                "virt",
+                "-accel",
+                "tcg",
+                "-cpu",
+                arch.tcg_cpu,
+                "-m",
+                str(RAM_MB),
+                "-nodefaults",
+                "-display",
+                "none",
+                "-S",
+                "-object",
+                f"memory-backend-file,id=shm,mem-path={shm},size={SHM_SIZE},share=on",
+                "-device",
+                "ivshmem-plain,memdev=shm,master=on",
+                "-qmp",
+                f"unix:{qmp_path},server=on,wait=off",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         try:
             qmp = QEMUMonitorProtocol(str(qmp_path))
             for _ in range(200):
@@ -85,6 +104,12 @@ def record(arch_name: str, out: Path) -> dict[str, Any]:
             listener.close()
     out.write_bytes(bytes(received))
     q = version["qemu"]
-    return {"file": str(out), "bytes": len(received), "status": status,
-            "qemu_version": f"{q['major']}.{q['minor']}.{q['micro']}", "arch": arch_name,
-            "ram_mb": RAM_MB, "shm_size": SHM_SIZE}
+    return {
+        "file": str(out),
+        "bytes": len(received),
+        "status": status,
+        "qemu_version": f"{q['major']}.{q['minor']}.{q['micro']}",
+        "arch": arch_name,
+        "ram_mb": RAM_MB,
+        "shm_size": SHM_SIZE,
+    }

@@ -44,9 +44,20 @@ PAGE = 4096
 HASH_BYTES = 8
 # Off for every migration the testbed makes: the stream must carry plain pages, and the
 # guest must not be slowed to make it converge.
-CAPABILITIES_OFF = ("xbzrle", "compress", "auto-converge", "postcopy-ram", "multifd",
-                    "zero-blocks", "postcopy-preempt", "switchover-ack", "dirty-limit",
-                    "mapped-ram", "background-snapshot", "x-ignore-shared")
+CAPABILITIES_OFF = (
+    "xbzrle",
+    "compress",
+    "auto-converge",
+    "postcopy-ram",
+    "multifd",
+    "zero-blocks",
+    "postcopy-preempt",
+    "switchover-ack",
+    "dirty-limit",
+    "mapped-ram",
+    "background-snapshot",
+    "x-ignore-shared",
+)
 
 
 def capabilities_off(available: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -76,8 +87,10 @@ def bsd_sum(data: bytes) -> tuple[int, int]:
 
 
 def page_hashes(data: bytes) -> bytes:
-    return b"".join(hashlib.blake2b(data[i:i + PAGE], digest_size=HASH_BYTES).digest()
-                    for i in range(0, len(data), PAGE))
+    return b"".join(
+        hashlib.blake2b(data[i : i + PAGE], digest_size=HASH_BYTES).digest()
+        for i in range(0, len(data), PAGE)
+    )
 
 
 # -- destinations ------------------------------------------------------------------------------
@@ -96,8 +109,7 @@ class FileDestination:
         try:
             self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise ReplicationError(f"destination {path} is not writable: {exc.strerror}") \
-                from None
+            raise ReplicationError(f"destination {path} is not writable: {exc.strerror}") from None
         os.ftruncate(self.fd, size)
         self.size = size
 
@@ -136,8 +148,9 @@ class RemoteDestination:
                 break
             except (OSError, ValueError) as exc:
                 if isinstance(exc, ValueError) or time.monotonic() > deadline:
-                    raise ReplicationError(f"cannot reach the receiver at {address}: {exc}") \
-                        from None
+                    raise ReplicationError(
+                        f"cannot reach the receiver at {address}: {exc}"
+                    ) from None
                 time.sleep(0.2)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.out = self.sock.makefile("wb", buffering=1 << 20)
@@ -273,19 +286,29 @@ class ReplicationReport:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["pages_copied"] = self.shm_pages + self.precopy_pages
-        data["checkpoint_summary"] = {"count": self.checkpoints,
-                                      "exact": self.checkpoints - len(self.inexact),
-                                      "inexact": len(self.inexact)}
-        data["replication_mbps"] = round(
-            (self.shm_pages * PAGE * 8 / 1e6) / self.seconds, 3) if self.seconds else 0.0
+        data["checkpoint_summary"] = {
+            "count": self.checkpoints,
+            "exact": self.checkpoints - len(self.inexact),
+            "inexact": len(self.inexact),
+        }
+        data["replication_mbps"] = (
+            round((self.shm_pages * PAGE * 8 / 1e6) / self.seconds, 3) if self.seconds else 0.0
+        )
         return data
 
 
 class Replicator:
-    def __init__(self, qmp_path: str, shm_path: str, dest: Destination,
-                 drop_every: int | None = None, until_quiet: float | None = None,
-                 checkpoint_every: float = 10.0, block_suffix: str = "/shm",
-                 interval: float = 0.2) -> None:
+    def __init__(
+        self,
+        qmp_path: str,
+        shm_path: str,
+        dest: Destination,
+        drop_every: int | None = None,
+        until_quiet: float | None = None,
+        checkpoint_every: float = 10.0,
+        block_suffix: str = "/shm",
+        interval: float = 0.2,
+    ) -> None:
         self.qmp_path = qmp_path
         self.shm_path = shm_path
         self.dest = dest
@@ -318,7 +341,11 @@ class Replicator:
             self.cmd("migrate_cancel")
             for _ in range(100):
                 if self.cmd("query-migrate").get("status") not in (
-                        "setup", "active", "device", "cancelling"):
+                    "setup",
+                    "active",
+                    "device",
+                    "cancelling",
+                ):
                     break
                 time.sleep(0.05)
         if self.cmd("query-status")["status"] in ("postmigrate", "paused", "finish-migrate"):
@@ -326,10 +353,14 @@ class Replicator:
             self.cmd("cont")
 
     def _configure(self, downtime_ms: int) -> None:
-        self.cmd("migrate-set-capabilities",
-                 capabilities=capabilities_off(self.cmd("query-migrate-capabilities")))
-        self.cmd("migrate-set-parameters", **{"downtime-limit": downtime_ms,
-                                              "max-bandwidth": ITERATE_BANDWIDTH})
+        self.cmd(
+            "migrate-set-capabilities",
+            capabilities=capabilities_off(self.cmd("query-migrate-capabilities")),
+        )
+        self.cmd(
+            "migrate-set-parameters",
+            **{"downtime-limit": downtime_ms, "max-bandwidth": ITERATE_BANDWIDTH},
+        )
 
     # -- the work ----------------------------------------------------------------------
     def region(self) -> bytes:
@@ -337,8 +368,9 @@ class Replicator:
             with open(self.shm_path, "rb") as f:
                 return f.read()
         except OSError as exc:
-            raise ReplicationError(f"cannot read the region {self.shm_path}: "
-                                   f"{exc.strerror}") from None
+            raise ReplicationError(
+                f"cannot read the region {self.shm_path}: {exc.strerror}"
+            ) from None
 
     def run(self) -> ReplicationReport:
         report = ReplicationReport(qemu_version=self.connect())
@@ -361,16 +393,21 @@ class Replicator:
         self._recover()
         region = self.region()
         if not region or len(region) % PAGE:
-            raise ReplicationError(f"{self.shm_path} is {len(region)} bytes, not a whole "
-                                   "number of pages")
+            raise ReplicationError(
+                f"{self.shm_path} is {len(region)} bytes, not a whole number of pages"
+            )
         report.region_bytes = len(region)
         report.destination = self.dest.describe()
         for offset in range(0, len(region), PAGE):
-            self.dest.write(offset, region[offset:offset + PAGE])
+            self.dest.write(offset, region[offset : offset + PAGE])
         report.precopy_pages = len(region) // PAGE
         self.dest.flush()
-        LOG.info("pre-copied %d pages of %s to %s", report.precopy_pages, self.shm_path,
-                 self.dest.describe())
+        LOG.info(
+            "pre-copied %d pages of %s to %s",
+            report.precopy_pages,
+            self.shm_path,
+            self.dest.describe(),
+        )
         self._configure(ITERATE_DOWNTIME_MS)
         region_pages = len(region) // PAGE
         epoch = 0
@@ -384,8 +421,12 @@ class Replicator:
             if stats.shm_pages > region_pages:
                 armed, last_activity = True, now
                 report.active_epochs += 1
-            if (self.until_quiet is not None and armed and not self.stop_requested.is_set()
-                    and now - last_activity >= self.until_quiet):
+            if (
+                self.until_quiet is not None
+                and armed
+                and not self.stop_requested.is_set()
+                and now - last_activity >= self.until_quiet
+            ):
                 self.stop_reason = f"no guest write for {self.until_quiet:g} s"
                 self.stop_requested.set()
             # a stop asked for during the epoch made it converge: its checkpoint is the last
@@ -402,11 +443,16 @@ class Replicator:
                 report.inexact.append(checkpoint)
             if final:
                 report.final = checkpoint
-            LOG.info("epoch %d: %d shm pages, %d sync rounds, checkpoint %s%s", epoch,
-                     stats.shm_pages, stats.dirty_sync_count,
-                     "exact" if checkpoint.exact else
-                     f"INEXACT ({len(checkpoint.differing_pages)} pages)",
-                     " (final)" if final else "")
+            LOG.info(
+                "epoch %d: %d shm pages, %d sync rounds, checkpoint %s%s",
+                epoch,
+                stats.shm_pages,
+                stats.dirty_sync_count,
+                "exact"
+                if checkpoint.exact
+                else f"INEXACT ({len(checkpoint.differing_pages)} pages)",
+                " (final)" if final else "",
+            )
             self.cmd("cont")
             if final:
                 report.resumed = self.cmd("query-status")["status"] == "running"
@@ -418,8 +464,7 @@ class Replicator:
 
     stop_reason = "signal"
 
-    def _epoch(self, epoch: int, final: bool, report: ReplicationReport
-               ) -> tuple[EpochStats, str]:
+    def _epoch(self, epoch: int, final: bool, report: ReplicationReport) -> tuple[EpochStats, str]:
         stats = EpochStats(epoch)
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="testbed-replicate-") as tmp:
@@ -427,8 +472,10 @@ class Replicator:
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             listener.bind(path)
             listener.listen(1)
-            self.cmd("migrate-set-parameters", **{
-                "downtime-limit": CONVERGE_DOWNTIME_MS if final else ITERATE_DOWNTIME_MS})
+            self.cmd(
+                "migrate-set-parameters",
+                **{"downtime-limit": CONVERGE_DOWNTIME_MS if final else ITERATE_DOWNTIME_MS},
+            )
             self.cmd("migrate", uri=f"unix:{path}")
             listener.settimeout(30)
             conn, _ = listener.accept()
@@ -474,28 +521,30 @@ class Replicator:
                 now = time.monotonic()
                 if self.stop_requested.is_set() or now >= next_checkpoint:
                     converging = True  # let this epoch converge: a checkpoint
-                    self.cmd("migrate-set-parameters",
-                             **{"downtime-limit": CONVERGE_DOWNTIME_MS})
+                    self.cmd("migrate-set-parameters", **{"downtime-limit": CONVERGE_DOWNTIME_MS})
             reader.join()
             if "error" in outcome:
                 raise ReplicationError(f"epoch {epoch}: {outcome['error']}")
             if "block" not in found and not outcome["stats"].blocks:
                 raise ReplicationError("the migration stream has no RAM blocks")
             block = found.get("block") or next(
-                (b for b in outcome["stats"].blocks if b.endswith(self.block_suffix)), "")
+                (b for b in outcome["stats"].blocks if b.endswith(self.block_suffix)), ""
+            )
             if not block:
                 raise ReplicationError(
                     f"no RAM block ending in {self.block_suffix!r} (blocks: "
                     f"{', '.join(outcome['stats'].blocks)}): the VM has no shared-memory "
-                    "device (-device ivshmem-plain,memdev=...)")
+                    "device (-device ivshmem-plain,memdev=...)"
+                )
             for _ in range(200):
                 info = self.cmd("query-migrate")
                 if info.get("status") in ("completed", "failed", "cancelled"):
                     break
                 time.sleep(0.05)
             if info.get("status") != "completed":
-                raise ReplicationError(f"epoch {epoch}: migration {info.get('status')}: "
-                                       f"{info.get('error-desc', '')}")
+                raise ReplicationError(
+                    f"epoch {epoch}: migration {info.get('status')}: {info.get('error-desc', '')}"
+                )
             stats.dirty_sync_count = info.get("ram", {}).get("dirty-sync-count", 0)
             stats.stream_pages = outcome["stats"].pages
             stats.stream_bytes = outcome["stats"].bytes_read
@@ -508,22 +557,41 @@ class Replicator:
         self.dest.flush()
         region = self.region()
         src, dst = page_hashes(region), self.dest.hashes()
-        differing = [i // HASH_BYTES for i in range(0, len(src), HASH_BYTES)
-                     if src[i:i + HASH_BYTES] != dst[i:i + HASH_BYTES]]
+        differing = [
+            i // HASH_BYTES
+            for i in range(0, len(src), HASH_BYTES)
+            if src[i : i + HASH_BYTES] != dst[i : i + HASH_BYTES]
+        ]
         if len(src) != len(dst):
             differing.append(-1)
         s_sum, s_blocks = bsd_sum(region)
         d_sum, d_blocks = self.dest.bsd_sum()
-        return Checkpoint(epoch, final, not differing, differing,
-                          f"{s_sum:05d} {s_blocks:5d}", f"{d_sum:05d} {d_blocks:5d}", status)
+        return Checkpoint(
+            epoch,
+            final,
+            not differing,
+            differing,
+            f"{s_sum:05d} {s_blocks:5d}",
+            f"{d_sum:05d} {d_blocks:5d}",
+            status,
+        )
 
 
-def run_daemon(qmp: str, shm: str, dest: str | None, remote: str | None,
-               drop_every: int | None, until_quiet: float | None, checkpoint_every: float,
-               result_path: str | None) -> dict[str, Any]:
+def run_daemon(
+    qmp: str,
+    shm: str,
+    dest: str | None,
+    remote: str | None,
+    drop_every: int | None,
+    until_quiet: float | None,
+    checkpoint_every: float,
+    result_path: str | None,
+) -> dict[str, Any]:
     if not os.path.exists(shm):
-        raise ReplicationError(f"no shared-memory file {shm}: is the VM running with "
-                               "-object memory-backend-file,mem-path=...?")
+        raise ReplicationError(
+            f"no shared-memory file {shm}: is the VM running with "
+            "-object memory-backend-file,mem-path=...?"
+        )
     if not os.path.exists(qmp):
         raise ReplicationError(f"no QMP socket at {qmp}")
     size = os.path.getsize(shm)

@@ -57,8 +57,7 @@ FLAG_XBZRLE = 0x40
 FLAG_HOOK = 0x80
 FLAG_COMPRESS = 0x100
 FLAG_MULTIFD_FLUSH = 0x200
-KNOWN_FLAGS = FLAG_ZERO | FLAG_MEM_SIZE | FLAG_PAGE | FLAG_EOS | FLAG_CONTINUE | \
-    FLAG_MULTIFD_FLUSH
+KNOWN_FLAGS = FLAG_ZERO | FLAG_MEM_SIZE | FLAG_PAGE | FLAG_EOS | FLAG_CONTINUE | FLAG_MULTIFD_FLUSH
 UNSUPPORTED = {FLAG_XBZRLE: "xbzrle", FLAG_HOOK: "RDMA hook", FLAG_COMPRESS: "compression"}
 
 
@@ -102,8 +101,9 @@ class _Reader:
                 break
             data += more
         if data is None or len(data) < n:
-            raise StreamError(self.offset, f"truncated: wanted {n} bytes, got "
-                              f"{0 if data is None else len(data)}")
+            raise StreamError(
+                self.offset, f"truncated: wanted {n} bytes, got {0 if data is None else len(data)}"
+            )
         self.offset += n
         return data
 
@@ -131,8 +131,12 @@ class _Reader:
 
 
 class MigrationStreamParser:
-    def __init__(self, f: BinaryIO, on_page: PageCallback | None = None,
-                 on_section: SectionCallback | None = None) -> None:
+    def __init__(
+        self,
+        f: BinaryIO,
+        on_page: PageCallback | None = None,
+        on_section: SectionCallback | None = None,
+    ) -> None:
         self.r = _Reader(f)
         self.on_page = on_page
         self.on_section = on_section
@@ -168,8 +172,9 @@ class MigrationStreamParser:
                 self.stats.commands += 1
                 del command
             elif kind in (SECTION_FULL, VMDESCRIPTION, VM_EOF):
-                raise self.fail(f"stream ended (section type {kind:#x}) before the RAM "
-                                "section was complete")
+                raise self.fail(
+                    f"stream ended (section type {kind:#x}) before the RAM section was complete"
+                )
             else:
                 raise self.fail(f"unknown section type {kind:#x}")
         self.stats.bytes_read = r.offset
@@ -226,8 +231,7 @@ class MigrationStreamParser:
         r = self.r
         section_id = r.be32()
         if section_id != self._ram_section:
-            raise self.fail(f"section {section_id} is not the RAM section "
-                            f"({self._ram_section})")
+            raise self.fail(f"section {section_id} is not the RAM section ({self._ram_section})")
         pages = self._ram_data(setup=False)
         self._footer(section_id)
         self.stats.sections += 1
@@ -256,8 +260,10 @@ class MigrationStreamParser:
             if flags & ~KNOWN_FLAGS:
                 unknown = flags & ~KNOWN_FLAGS
                 name = next((n for bit, n in UNSUPPORTED.items() if unknown & bit), None)
-                raise self.fail(f"unsupported page flag {unknown:#x}"
-                                + (f" ({name}: disable it)" if name else ""))
+                raise self.fail(
+                    f"unsupported page flag {unknown:#x}"
+                    + (f" ({name}: disable it)" if name else "")
+                )
             if flags & FLAG_MEM_SIZE:
                 if not setup:
                     raise self.fail("block list outside the setup section")
@@ -276,8 +282,10 @@ class MigrationStreamParser:
                 raise self.fail("CONTINUE flag before any block")
             block = self._block
             if offset + page_size > stats.blocks[block]:
-                raise self.fail(f"page at {offset:#x} is beyond block {block!r} "
-                                f"({stats.blocks[block]:#x} bytes)")
+                raise self.fail(
+                    f"page at {offset:#x} is beyond block {block!r} "
+                    f"({stats.blocks[block]:#x} bytes)"
+                )
             if flags & FLAG_ZERO:
                 fill = r.u8()
                 if fill != 0:
@@ -301,7 +309,6 @@ class MigrationStreamParser:
             name = r.idstr()
             length = r.be64()
             if length > remaining:
-                raise self.fail(f"block {name!r} ({length} bytes) exceeds the announced "
-                                f"RAM size")
+                raise self.fail(f"block {name!r} ({length} bytes) exceeds the announced RAM size")
             self.stats.blocks[name] = length
             remaining -= length

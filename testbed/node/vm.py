@@ -63,8 +63,11 @@ class VirtualMachine:
         self._log_file = open(self.log_path, "wb")
         self.launched_at = time.monotonic()
         self._proc = subprocess.Popen(
-            self.command, stdin=subprocess.DEVNULL, stdout=self._log_file,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            self.command,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
             self.console.connect(timeout, alive=self.is_running)
@@ -158,7 +161,9 @@ class VirtualMachine:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.shutdown()

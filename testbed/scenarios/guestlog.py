@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 
 _DIRTYRAM = re.compile(
     r"dirtyram: bursts=(\d+) written=(\d+) checked=(\d+) stale=(\d+) passes=(\d+) "
-    r"overruns=(\d+)(?: stale_pages=([\d,+]+))?")
+    r"overruns=(\d+)(?: stale_pages=([\d,+]+))?"
+)
 _SUMMARY = re.compile(
     r"dirtyram: summary bursts=(\d+) written=(\d+) checked=(\d+) stale=(\d+) passes=(\d+) "
-    r"overruns=(\d+) result=(PASS|FAIL)")
+    r"overruns=(\d+) result=(PASS|FAIL)"
+)
 _WRITEOUT = re.compile(r"writeout: (\d+) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
 
 STAMP_MAGIC = 0x314D52595452494D  # dirtyram.c STAMP_MAGIC
@@ -77,7 +79,11 @@ def decode_stamp(head: bytes, little_endian: bool = True) -> PageStamp | None:
 def differing_pages(a: bytes, b: bytes, hash_bytes: int) -> list[int]:
     """Page numbers whose hashes differ between two equally long digest strings."""
     if len(a) != len(b):
-        raise ValueError(f"the two RAM dumps differ in size ({len(a)} and {len(b)} bytes of "
-                         "hashes)")
-    return [i // hash_bytes for i in range(0, len(a), hash_bytes)
-            if a[i:i + hash_bytes] != b[i:i + hash_bytes]]
+        raise ValueError(
+            f"the two RAM dumps differ in size ({len(a)} and {len(b)} bytes of hashes)"
+        )
+    return [
+        i // hash_bytes
+        for i in range(0, len(a), hash_bytes)
+        if a[i : i + hash_bytes] != b[i : i + hash_bytes]
+    ]

@@ -69,27 +69,36 @@ class MigrationParams:
     def validate(self) -> None:
         arch = get_arch(self.arch)
         if self.accel not in ACCELS:
-            raise UserError(f"unknown accelerator {self.accel!r}",
-                            f"use one of {', '.join(ACCELS)}")
+            raise UserError(
+                f"unknown accelerator {self.accel!r}", f"use one of {', '.join(ACCELS)}"
+            )
         if self.pages < 1 or self.burst < 1 or self.period_ms < 1:
             raise UserError("--pages, --burst and --period must be positive")
         if self.burst > self.pages:
-            raise UserError(f"--burst {self.burst} is larger than --pages {self.pages}",
-                            "a burst rewrites at most every page once")
+            raise UserError(
+                f"--burst {self.burst} is larger than --pages {self.pages}",
+                "a burst rewrites at most every page once",
+            )
         if not 64 <= self.mem_mb <= arch.max_mem_mb:
-            raise UserError(f"--mem {self.mem_mb} is out of range for {arch.name}",
-                            f"use 64 to {arch.max_mem_mb} MB")
+            raise UserError(
+                f"--mem {self.mem_mb} is out of range for {arch.name}",
+                f"use 64 to {arch.max_mem_mb} MB",
+            )
         if self.pages * 4096 > (self.mem_mb << 20) * 0.85:
             raise UserError(
                 f"--pages {self.pages} ({self.pages * 4096 >> 20} MiB) does not fit a guest "
-                f"with --mem {self.mem_mb}", "give the guest more --mem or dirty fewer pages")
+                f"with --mem {self.mem_mb}",
+                "give the guest more --mem or dirty fewer pages",
+            )
         if not 1 <= self.smp <= 8:
             raise UserError(f"--smp {self.smp} is out of range", "use 1 to 8")
         if self.round_trips < 0 or self.retries < 0:
             raise UserError("--round-trips and --retries must be 0 or more")
         if self.corrupt_page is not None and not 0 <= self.corrupt_page < self.mem_mb * 256:
-            raise UserError(f"--corrupt-page {self.corrupt_page} is outside the guest's RAM",
-                            f"use 0 to {self.mem_mb * 256 - 1}")
+            raise UserError(
+                f"--corrupt-page {self.corrupt_page} is outside the guest's RAM",
+                f"use 0 to {self.mem_mb * 256 - 1}",
+            )
         if self.bandwidth is not None:
             try:
                 parse_rate(self.bandwidth)
@@ -151,9 +160,13 @@ class MigrationResult:
 
 
 class MigrationScenario:
-    def __init__(self, client: docker.DockerClient, params: MigrationParams,
-                 on_step: StepCallback | None = None,
-                 on_progress: ProgressCallback | None = None) -> None:
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        params: MigrationParams,
+        on_step: StepCallback | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
         params.validate()
         self.client = client
         self.params = params
@@ -169,8 +182,9 @@ class MigrationScenario:
         return self.lab.agent(node, "vm", *args)
 
     def qmp(self, node: str, command: str, **arguments: Any) -> Any:
-        return self.vm(node, "qmp", "--execute", command,
-                       "--arguments", json.dumps(arguments))["return"]
+        return self.vm(node, "qmp", "--execute", command, "--arguments", json.dumps(arguments))[
+            "return"
+        ]
 
     def console(self, node: str) -> str:
         return str(self.vm(node, "console")["text"])
@@ -185,11 +199,18 @@ class MigrationScenario:
         p = self.params
         topo = self.lab.topology
         return {
-            "arch": p.arch, "accel": p.accel, "mem_mb": p.mem_mb, "smp": p.smp,
-            "disk": self.disk_url, "tap": node.taps[0].name, "mac": topo.guest.mac,
-            "guest_ip": topo.guest.address, "guest_gateway": topo.guest.gateway,
+            "arch": p.arch,
+            "accel": p.accel,
+            "mem_mb": p.mem_mb,
+            "smp": p.smp,
+            "disk": self.disk_url,
+            "tap": node.taps[0].name,
+            "mac": topo.guest.mac,
+            "guest_ip": topo.guest.address,
+            "guest_gateway": topo.guest.gateway,
             "incoming": f"tcp:0:{MIGRATION_PORT}" if incoming else None,
-            "paused": incoming, "gdb_port": GDB_PORT if gdb else None,
+            "paused": incoming,
+            "gdb_port": GDB_PORT if gdb else None,
         }
 
     # -- the procedure ---------------------------------------------------------------------
@@ -197,8 +218,9 @@ class MigrationScenario:
         p = self.params
         started = time.monotonic()
         self.lab.up(bandwidth=p.bandwidth, on_step=lambda text: LOG.info("%s", text))
-        self.step(f"lab {p.lab}: up" + (f", boards' link shaped to {p.bandwidth}"
-                                        if p.bandwidth else ""))
+        self.step(
+            f"lab {p.lab}: up" + (f", boards' link shaped to {p.bandwidth}" if p.bandwidth else "")
+        )
         topo = self.lab.topology
         source, destination = topo.boards[0], topo.boards[1]
         for board in topo.boards:
@@ -208,33 +230,49 @@ class MigrationScenario:
         self.disk_url = f"nfs://{topo.nfs.address}/srv/mnt/{image}"
         self.disk_path = f"/srv/mnt/{image}"
         self.step(f"pristine root disk {image} onto the NFS export")
-        code, out = self.lab.exec(source.name, [
-            "qemu-img", "convert", "-f", "raw", "-O", "raw",
-            f"/opt/testbed/guest/{p.arch}/rootfs.ext3", self.disk_url])
+        code, out = self.lab.exec(
+            source.name,
+            [
+                "qemu-img",
+                "convert",
+                "-f",
+                "raw",
+                "-O",
+                "raw",
+                f"/opt/testbed/guest/{p.arch}/rootfs.ext3",
+                self.disk_url,
+            ],
+        )
         if code != 0:
             raise UserError(f"cannot copy the root disk to {self.disk_url}: {out.strip()}")
 
-        self.step(f"source QEMU on {source.name}: {p.arch}, -m {p.mem_mb}, -smp {p.smp}, "
-                  "disk over nfs://")
-        started_vm = self.vm(source.name, "start", "--spec",
-                             json.dumps(self.spec(source, incoming=False, gdb=False)))
-        self.versions = {"qemu_version": started_vm["qemu_version"],
-                         "qemu_package": started_vm["qemu_package"],
-                         "accel": started_vm["accel"]}
+        self.step(
+            f"source QEMU on {source.name}: {p.arch}, -m {p.mem_mb}, -smp {p.smp}, disk over nfs://"
+        )
+        started_vm = self.vm(
+            source.name, "start", "--spec", json.dumps(self.spec(source, incoming=False, gdb=False))
+        )
+        self.versions = {
+            "qemu_version": started_vm["qemu_version"],
+            "qemu_package": started_vm["qemu_package"],
+            "accel": started_vm["accel"],
+        }
         ready = self.vm(source.name, "ready", "--timeout", "180")
         if ready["root"] != "disk":
             raise UserError(f"the guest did not boot from the NFS disk (root={ready['root']})")
-        self.step(f"guest ready after {ready['seconds']:.1f} s ({ready['arch']}, root on "
-                  "the NFS disk); starting dirtyram and writeout.sh")
-        self.vm(source.name, "send", "--text",
-                f"dirtyram {p.pages} {p.burst} {p.period_ms} &\\n")
+        self.step(
+            f"guest ready after {ready['seconds']:.1f} s ({ready['arch']}, root on "
+            "the NFS disk); starting dirtyram and writeout.sh"
+        )
+        self.vm(source.name, "send", "--text", f"dirtyram {p.pages} {p.burst} {p.period_ms} &\\n")
         self.vm(source.name, "send", "--text", "writeout.sh &\\n")
         self.wait_passes(source.name, "", p.passes_before, "before migrating")
 
         records: list[MigrationRecord] = []
         # the seed's single migration, or K round trips A -> B -> A
         hops = [(source, destination), (destination, source)] * p.round_trips or [
-            (source, destination)]
+            (source, destination)
+        ]
         for index, (src, dst) in enumerate(hops):
             corrupt = p.corrupt_page if index == 0 else None
             for attempt in range(1, p.retries + 2):
@@ -242,13 +280,17 @@ class MigrationScenario:
                 records.append(record)
                 if record.migration.get("status") == "completed" or attempt > p.retries:
                     break
-                self.step(f"migration {index + 1}: retrying (attempt {attempt + 1}) after "
-                          "healing the lab")
+                self.step(
+                    f"migration {index + 1}: retrying (attempt {attempt + 1}) after healing the lab"
+                )
                 self.lab.up(bandwidth=p.bandwidth, on_step=lambda text: LOG.info("%s", text))
             if record.migration.get("status") != "completed":
                 break
-        final_node = records[-1].destination if records[-1].migration.get(
-            "status") == "completed" else records[-1].source
+        final_node = (
+            records[-1].destination
+            if records[-1].migration.get("status") == "completed"
+            else records[-1].source
+        )
         dirtyram, disk = self.finish(final_node)
 
         # a failed attempt that a retry made good is reported in its record, not counted
@@ -258,21 +300,38 @@ class MigrationScenario:
         for r in records:
             where = f"migration {r.index + 1} ({r.source} -> {r.destination})"
             if r.migration.get("status") != "completed" and r.index not in completed:
-                failures.append(f"{where}: {r.migration.get('status')}: "
-                                f"{r.migration.get('error', '')}")
+                failures.append(
+                    f"{where}: {r.migration.get('status')}: {r.migration.get('error', '')}"
+                )
             failures += [f"{where}: {f}" for f in r.failures]
         if dirtyram.get("stale", 0):
             failures.append(f"dirtyram found {dirtyram['stale']} stale page(s) in the end")
         if not disk.get("fsck_clean"):
             failures.append("e2fsck -fn of the root disk is not clean")
         return MigrationResult(
-            scenario="migration", arch=p.arch, verdict="fail" if failures else "pass",
-            params=asdict(p), migrations=records, dirtyram=dirtyram, disk=disk,
-            boot=ready, failures=failures, wall_seconds=round(time.monotonic() - started, 1),
-            artifacts=self.artifacts, **self.versions)
+            scenario="migration",
+            arch=p.arch,
+            verdict="fail" if failures else "pass",
+            params=asdict(p),
+            migrations=records,
+            dirtyram=dirtyram,
+            disk=disk,
+            boot=ready,
+            failures=failures,
+            wall_seconds=round(time.monotonic() - started, 1),
+            artifacts=self.artifacts,
+            **self.versions,
+        )
 
-    def wait_passes(self, node: str, console_before: str, passes: int, why: str,
-                    timeout: float | None = None, base_console: str | None = None) -> Any:
+    def wait_passes(
+        self,
+        node: str,
+        console_before: str,
+        passes: int,
+        why: str,
+        timeout: float | None = None,
+        base_console: str | None = None,
+    ) -> Any:
         """Wait until dirtyram on ``node`` completed ``passes`` more full passes than the
         last status in ``base_console`` (default ``console_before``, the part of the node's
         console already seen); returns the dirtyram log of the new output."""
@@ -282,25 +341,37 @@ class MigrationScenario:
         deadline = time.monotonic() + limit
         while True:
             text = self.console(node)
-            log = parse_dirtyram(text[len(console_before):] if console_before else text)
+            log = parse_dirtyram(text[len(console_before) :] if console_before else text)
             last = log.last
             if last and last.passes >= target:
                 return log
             if time.monotonic() > deadline:
-                raise UserError(f"dirtyram on {node} did not complete {passes} pass(es) {why} "
-                                f"within {limit:.0f} s (last: {last})")
+                raise UserError(
+                    f"dirtyram on {node} did not complete {passes} pass(es) {why} "
+                    f"within {limit:.0f} s (last: {last})"
+                )
             time.sleep(0.5)
 
-    def migrate_once(self, index: int, src: Node, dst: Node, corrupt_page: int | None,
-                     attempt: int = 1) -> MigrationRecord:
+    def migrate_once(
+        self, index: int, src: Node, dst: Node, corrupt_page: int | None, attempt: int = 1
+    ) -> MigrationRecord:
         p = self.params
         record = MigrationRecord(index, src.name, dst.name, attempt)
-        self.step(f"migration {index + 1}: destination QEMU on {dst.name} "
-                  f"(-incoming tcp:0:{MIGRATION_PORT}, -S)")
-        self.vm(dst.name, "start", "--spec",
-                json.dumps(self.spec(dst, incoming=True, gdb=corrupt_page is not None)))
-        self.qmp(src.name, "migrate-set-capabilities", capabilities=capabilities_off(
-            self.qmp(src.name, "query-migrate-capabilities")))
+        self.step(
+            f"migration {index + 1}: destination QEMU on {dst.name} "
+            f"(-incoming tcp:0:{MIGRATION_PORT}, -S)"
+        )
+        self.vm(
+            dst.name,
+            "start",
+            "--spec",
+            json.dumps(self.spec(dst, incoming=True, gdb=corrupt_page is not None)),
+        )
+        self.qmp(
+            src.name,
+            "migrate-set-capabilities",
+            capabilities=capabilities_off(self.qmp(src.name, "query-migrate-capabilities")),
+        )
         self.qmp(src.name, "migrate-set-parameters", **{"max-bandwidth": UNLIMITED_BANDWIDTH})
         console_before = self.console(src.name)
         uri = f"tcp:{dst.address}:{MIGRATION_PORT}"
@@ -314,13 +385,19 @@ class MigrationScenario:
             after = self.wait_passes(src.name, console_before, 1, "after the failed migration")
             base = parse_dirtyram(console_before).last
             stale = (after.last.stale if after.last else 0) - (base.stale if base else 0)
-            record.source_after_failure = {"status": status, "stale": stale,
-                                           "passes": after.last.passes if after.last else 0}
+            record.source_after_failure = {
+                "status": status,
+                "stale": stale,
+                "passes": after.last.passes if after.last else 0,
+            }
             if stale:
-                record.failures.append(f"the source guest found {stale} stale page(s) after "
-                                       "the failed migration")
-            self.step(f"migration {index + 1}: {info['status']} ({info.get('error', '')}); "
-                      f"source guest {status}, dirtyram stale={stale}")
+                record.failures.append(
+                    f"the source guest found {stale} stale page(s) after the failed migration"
+                )
+            self.step(
+                f"migration {index + 1}: {info['status']} ({info.get('error', '')}); "
+                f"source guest {status}, dirtyram stale={stale}"
+            )
             self.collect(f"{index + 1}-attempt{attempt}", src.name)
             return record
 
@@ -330,17 +407,21 @@ class MigrationScenario:
         console_before = self.console(src.name)
         dst_status = self.wait_status(dst.name, ("paused",))
         if corrupt_page is not None:
-            poke = self.vm(dst.name, "poke", "--page", str(corrupt_page), "--data",
-                           "5a" * 32)
-            self.step(f"negative control: page {corrupt_page} altered on {dst.name} "
-                      f"({poke['address']}, VM {poke['status_after']})")
-        self.step(f"migration {index + 1}: comparing guest RAM page by page "
-                  f"({src.name} {src_status}, {dst.name} {dst_status})")
+            poke = self.vm(dst.name, "poke", "--page", str(corrupt_page), "--data", "5a" * 32)
+            self.step(
+                f"negative control: page {corrupt_page} altered on {dst.name} "
+                f"({poke['address']}, VM {poke['status_after']})"
+            )
+        self.step(
+            f"migration {index + 1}: comparing guest RAM page by page "
+            f"({src.name} {src_status}, {dst.name} {dst_status})"
+        )
         record.memory = self.compare_memory(src.name, dst.name)
         if record.memory["pages_differing"]:
             record.failures.append(
                 f"{record.memory['pages_differing']} page(s) differ between source and "
-                f"destination: {record.memory['differing_pages'][:16]}")
+                f"destination: {record.memory['differing_pages'][:16]}"
+            )
 
         # -- the destination runs on -------------------------------------------------------------
         self.qmp(dst.name, "cont")
@@ -350,26 +431,34 @@ class MigrationScenario:
         record.network = self.check_network(dst.name, resumed)
         if not record.network.get("reachable_after_switch"):
             record.failures.append("the NFS server cannot reach the guest after the switch")
-        self.step(f"migration {index + 1}: dirtyram on {dst.name} must check "
-                  f"{p.passes_after} full passes without a stale page")
+        self.step(
+            f"migration {index + 1}: dirtyram on {dst.name} must check "
+            f"{p.passes_after} full passes without a stale page"
+        )
         # dirtyram's counters go on from where the source paused
-        after = self.wait_passes(dst.name, "", p.passes_after, "after migration",
-                                 base_console=console_before)
+        after = self.wait_passes(
+            dst.name, "", p.passes_after, "after migration", base_console=console_before
+        )
         before_log = parse_dirtyram(console_before)
         stale_before = before_log.last.stale if before_log.last else 0
         stale_after = after.last.stale if after.last else 0
         record.dirtyram = {
             "checked": after.last.checked if after.last else 0,
-            "passes_after": after.last.passes - (before_log.last.passes if before_log.last
-                                                 else 0) if after.last else 0,
-            "stale_before": stale_before, "stale": stale_after - stale_before,
+            "passes_after": after.last.passes - (before_log.last.passes if before_log.last else 0)
+            if after.last
+            else 0,
+            "stale_before": stale_before,
+            "stale": stale_after - stale_before,
             "stale_pages": after.stale_pages,
         }
         if record.dirtyram["stale"]:
-            record.failures.append(f"dirtyram found {record.dirtyram['stale']} stale page(s) "
-                                   f"on {dst.name}: {after.stale_pages[:16]}")
-        record.writeout = self.check_writeout(console_before, self.console(dst.name),
-                                              info.get("downtime_ms"))
+            record.failures.append(
+                f"dirtyram found {record.dirtyram['stale']} stale page(s) "
+                f"on {dst.name}: {after.stale_pages[:16]}"
+            )
+        record.writeout = self.check_writeout(
+            console_before, self.console(dst.name), info.get("downtime_ms")
+        )
         if not record.writeout["continues"]:
             record.failures.append(f"writeout: {record.writeout['problem']}")
         record.verdict = "fail" if record.failures else "pass"
@@ -385,10 +474,16 @@ class MigrationScenario:
             info = self.qmp(node, "query-migrate")
             status = info.get("status", "none")
             ram = info.get("ram", {})
-            self.progress({"status": status, "transferred": ram.get("transferred", 0),
-                           "total": ram.get("total", 0), "remaining": ram.get("remaining", 0),
-                           "mbps": ram.get("mbps", 0.0),
-                           "dirty_pages_rate": ram.get("dirty-pages-rate", 0)})
+            self.progress(
+                {
+                    "status": status,
+                    "transferred": ram.get("transferred", 0),
+                    "total": ram.get("total", 0),
+                    "remaining": ram.get("remaining", 0),
+                    "mbps": ram.get("mbps", 0.0),
+                    "dirty_pages_rate": ram.get("dirty-pages-rate", 0),
+                }
+            )
             if status in ("completed", "failed", "cancelled"):
                 break
             now = time.monotonic()
@@ -397,25 +492,34 @@ class MigrationScenario:
             elif now - last_change > p.stall_timeout:
                 self.qmp(node, "migrate_cancel")
                 self.wait_migration_end(node)
-                return {"status": "failed", "error": f"no progress for {p.stall_timeout:.0f} s: "
-                        "cancelled (is the lab link down?)", "wall_ms":
-                        round((now - started) * 1000)}
+                return {
+                    "status": "failed",
+                    "error": f"no progress for {p.stall_timeout:.0f} s: "
+                    "cancelled (is the lab link down?)",
+                    "wall_ms": round((now - started) * 1000),
+                }
             if now - started > p.migration_timeout:
                 self.qmp(node, "migrate_cancel")
                 self.wait_migration_end(node)
-                return {"status": "failed", "error": f"not converged in "
-                        f"{p.migration_timeout:.0f} s: cancelled"}
+                return {
+                    "status": "failed",
+                    "error": f"not converged in {p.migration_timeout:.0f} s: cancelled",
+                }
             time.sleep(0.3)
         ram = info.get("ram", {})
         total_ms = info.get("total-time")
         transferred = ram.get("transferred", 0)
         result = {
-            "status": status, "total_ms": total_ms, "downtime_ms": info.get("downtime"),
-            "setup_ms": info.get("setup-time"), "transferred_bytes": transferred,
+            "status": status,
+            "total_ms": total_ms,
+            "downtime_ms": info.get("downtime"),
+            "setup_ms": info.get("setup-time"),
+            "transferred_bytes": transferred,
             "throughput_mbps": ram.get("mbps"),
             "dirty_sync_count": ram.get("dirty-sync-count"),
             "dirty_pages_rate": ram.get("dirty-pages-rate"),
-            "normal_pages": ram.get("normal"), "zero_pages": ram.get("duplicate"),
+            "normal_pages": ram.get("normal"),
+            "zero_pages": ram.get("duplicate"),
             "expected_downtime_ms": info.get("expected-downtime"),
         }
         if status != "completed":
@@ -446,8 +550,9 @@ class MigrationScenario:
         a = self.vm(src, "ram-hashes", "--mem", str(self.params.mem_mb))
         b = self.vm(dst, "ram-hashes", "--mem", str(self.params.mem_mb))
         try:
-            pages = differing_pages(base64.b64decode(a["hashes"]), base64.b64decode(b["hashes"]),
-                                    int(a["hash_bytes"]))
+            pages = differing_pages(
+                base64.b64decode(a["hashes"]), base64.b64decode(b["hashes"]), int(a["hash_bytes"])
+            )
             details = []
             if pages:
                 peek = ",".join(str(n) for n in pages[:PEEK_LIMIT])
@@ -456,20 +561,29 @@ class MigrationScenario:
                 for n in pages[:PEEK_LIMIT]:
                     s = decode_stamp(bytes.fromhex(src_heads[str(n)]))
                     d = decode_stamp(bytes.fromhex(dst_heads[str(n)]))
-                    details.append({
-                        "page": n, "guest_physical": hex(0x40000000 + n * 4096),
-                        "source_stamp": asdict(s) if s else None,
-                        "destination_stamp": asdict(d) if d else None})
+                    details.append(
+                        {
+                            "page": n,
+                            "guest_physical": hex(0x40000000 + n * 4096),
+                            "source_stamp": asdict(s) if s else None,
+                            "destination_stamp": asdict(d) if d else None,
+                        }
+                    )
         finally:
             self.vm(src, "ram-drop")
             self.vm(dst, "ram-drop")
-        return {"pages_compared": a["pages"], "pages_differing": len(pages),
-                "differing_pages": pages, "details": details,
-                "dump_seconds": [a["seconds"], b["seconds"]]}
+        return {
+            "pages_compared": a["pages"],
+            "pages_differing": len(pages),
+            "differing_pages": pages,
+            "details": details,
+            "dump_seconds": [a["seconds"], b["seconds"]],
+        }
 
     def guest_ping(self) -> bool:
-        code, _ = self.lab.exec(self.lab.topology.nfs.name, [
-            "ping", "-c", "1", "-W", "1", self.lab.topology.guest.ip])
+        code, _ = self.lab.exec(
+            self.lab.topology.nfs.name, ["ping", "-c", "1", "-W", "1", self.lab.topology.guest.ip]
+        )
         return code == 0
 
     def check_network(self, dst: str, resumed: float) -> dict[str, Any]:
@@ -486,13 +600,18 @@ class MigrationScenario:
                 break
         now = time.monotonic()
         outage_ms = round((now - resumed) * 1000) if reachable else None
-        self.step(f"network: NFS server -> guest before the switch: "
-                  f"{'reachable' if before else 'unreachable'}; route switched to {dst}; "
-                  f"reachable {round((now - switched) * 1000)} ms after the switch")
-        return {"reachable_before_switch": before, "reachable_after_switch": reachable,
-                "outage_ms": outage_ms,  # destination resumed -> first reply
-                "switch_to_reply_ms": round((now - switched) * 1000) if reachable else None,
-                "switch_kernel_ms": switch["kernel_ms"]}
+        self.step(
+            f"network: NFS server -> guest before the switch: "
+            f"{'reachable' if before else 'unreachable'}; route switched to {dst}; "
+            f"reachable {round((now - switched) * 1000)} ms after the switch"
+        )
+        return {
+            "reachable_before_switch": before,
+            "reachable_after_switch": reachable,
+            "outage_ms": outage_ms,  # destination resumed -> first reply
+            "switch_to_reply_ms": round((now - switched) * 1000) if reachable else None,
+            "switch_kernel_ms": switch["kernel_ms"],
+        }
 
     def check_writeout(self, before: str, after: str, downtime_ms: Any) -> dict[str, Any]:
         old, new = parse_writeout(before), parse_writeout(after)
@@ -506,10 +625,16 @@ class MigrationScenario:
         # allowed: that within 1 s, plus 1 s for the lines' whole-second resolution
         allowed = 1 + (downtime_ms or 0) / 1000 + 1 + 1
         ok = 0 <= gap <= allowed and all(b >= a for a, b in zip(new, new[1:], strict=False))
-        return {"continues": ok, "gap_seconds": gap, "allowed_seconds": round(allowed, 3),
-                "lines_after": len(new),
-                "problem": "" if ok else f"gap of {gap} s between the last line on the "
-                f"source and the first on the destination (allowed {allowed:.1f} s)"}
+        return {
+            "continues": ok,
+            "gap_seconds": gap,
+            "allowed_seconds": round(allowed, 3),
+            "lines_after": len(new),
+            "problem": ""
+            if ok
+            else f"gap of {gap} s between the last line on the "
+            f"source and the first on the destination (allowed {allowed:.1f} s)",
+        }
 
     def finish(self, node: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """Stop the guest programs, power the guest off, and check the disk."""
@@ -519,7 +644,7 @@ class MigrationScenario:
         deadline = time.monotonic() + 30
         summary = None
         while time.monotonic() < deadline and summary is None:
-            summary = parse_dirtyram(self.console(node)[len(before):]).summary
+            summary = parse_dirtyram(self.console(node)[len(before) :]).summary
             time.sleep(0.3)
         self.vm(node, "send", "--text", "sync; poweroff -f\\n")
         deadline = time.monotonic() + 30
@@ -530,5 +655,8 @@ class MigrationScenario:
         dirtyram = asdict(summary) if summary else {"error": "no dirtyram summary"}
         code, out = self.lab.exec(self.lab.topology.nfs.name, ["e2fsck", "-fn", self.disk_path])
         self.step(f"e2fsck -fn {self.disk_path}: {'clean' if code == 0 else 'NOT clean'}")
-        return dirtyram, {"fsck_clean": code == 0, "fsck_exit": code,
-                          "fsck_output": out.strip().splitlines()[-3:]}
+        return dirtyram, {
+            "fsck_clean": code == 0,
+            "fsck_exit": code,
+            "fsck_output": out.strip().splitlines()[-3:],
+        }

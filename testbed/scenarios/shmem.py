@@ -60,16 +60,20 @@ class ShmemParams:
     def validate(self) -> None:
         get_arch(self.arch)
         if self.accel not in ACCELS:
-            raise UserError(f"unknown accelerator {self.accel!r}",
-                            f"use one of {', '.join(ACCELS)}")
+            raise UserError(
+                f"unknown accelerator {self.accel!r}", f"use one of {', '.join(ACCELS)}"
+            )
         if self.workload not in WORKLOADS:
-            raise UserError(f"unknown workload {self.workload!r}",
-                            f"use one of {', '.join(WORKLOADS)}")
+            raise UserError(
+                f"unknown workload {self.workload!r}", f"use one of {', '.join(WORKLOADS)}"
+            )
         m = _SIZE.match(self.shm_size)
         size = int(m.group(1)) << (10 if m.group(2) == "K" else 20) if m else 0
         if not m or size < 4096 or size % 4096 or size > 64 << 20:
-            raise UserError(f"--shm-size {self.shm_size!r} is not a size from 4K to 64M in "
-                            "whole pages", "use e.g. 1M (the seed's) or 256K")
+            raise UserError(
+                f"--shm-size {self.shm_size!r} is not a size from 4K to 64M in whole pages",
+                "use e.g. 1M (the seed's) or 256K",
+            )
         if not 0 < self.duration <= 3600:
             raise UserError(f"--duration {self.duration} is out of range", "use 1 to 3600 s")
         if self.drop_every is not None and self.drop_every < 1:
@@ -107,8 +111,9 @@ class ShmemResult:
 
 
 class ShmemScenario:
-    def __init__(self, client: docker.DockerClient, params: ShmemParams,
-                 on_step: StepCallback | None = None) -> None:
+    def __init__(
+        self, client: docker.DockerClient, params: ShmemParams, on_step: StepCallback | None = None
+    ) -> None:
         params.validate()
         self.params = params
         self.step = on_step or (lambda text: LOG.info("%s", text))
@@ -127,8 +132,15 @@ class ShmemScenario:
         self.board, self.peer = topo.boards[0].name, topo.boards[1].name
         for board in (self.board, self.peer):
             self.lab.agent(board, "vm", "stop")
-            self.lab.exec(board, ["sh", "-c", f"pkill -f 'testbed.node (replicate|receive)'; "
-                                  f"rm -rf {WORK} {SHM_PATH}; mkdir -p {WORK}"])
+            self.lab.exec(
+                board,
+                [
+                    "sh",
+                    "-c",
+                    f"pkill -f 'testbed.node (replicate|receive)'; "
+                    f"rm -rf {WORK} {SHM_PATH}; mkdir -p {WORK}",
+                ],
+            )
         try:
             return self._run(started)
         finally:
@@ -140,20 +152,34 @@ class ShmemScenario:
     def _run(self, started: float) -> ShmemResult:
         p = self.params
         topo = self.lab.topology
-        self.step(f"QEMU on {self.board}: {p.arch} with ivshmem-plain on {SHM_PATH} "
-                  f"({p.shm_size})")
-        spec = {"arch": p.arch, "accel": p.accel, "mem_mb": p.mem_mb, "shm_path": SHM_PATH,
-                "shm_size": p.shm_size, "shm_first": p.shm_first}
+        self.step(f"QEMU on {self.board}: {p.arch} with ivshmem-plain on {SHM_PATH} ({p.shm_size})")
+        spec = {
+            "arch": p.arch,
+            "accel": p.accel,
+            "mem_mb": p.mem_mb,
+            "shm_path": SHM_PATH,
+            "shm_size": p.shm_size,
+            "shm_first": p.shm_first,
+        }
         vm = self.vm("start", "--spec", json.dumps(spec))
         ready = self.vm("ready", "--timeout", "120")
-        self.step(f"guest ready after {ready['seconds']:.1f} s (QEMU {vm['qemu_version']}, "
-                  f"{vm['accel']})")
+        self.step(
+            f"guest ready after {ready['seconds']:.1f} s (QEMU {vm['qemu_version']}, {vm['accel']})"
+        )
         remote = None
         if p.remote:
             remote = f"{topo.node(self.peer).address}:{RECEIVER_PORT}"
-            self.lab.container(self.peer).exec_run(["sh", "-c", (
-                f"exec python3 -m testbed.node receive --listen 0.0.0.0:{RECEIVER_PORT} "
-                f"--dest {REPLICA} --serve-forever > {WORK}/receiver.log 2>&1")], detach=True)
+            self.lab.container(self.peer).exec_run(
+                [
+                    "sh",
+                    "-c",
+                    (
+                        f"exec python3 -m testbed.node receive --listen 0.0.0.0:{RECEIVER_PORT} "
+                        f"--dest {REPLICA} --serve-forever > {WORK}/receiver.log 2>&1"
+                    ),
+                ],
+                detach=True,
+            )
             self.wait_listening(self.peer, RECEIVER_PORT)
             self.step(f"receiver on {self.peer} at {remote}")
         stopped_at = None
@@ -176,32 +202,57 @@ class ShmemScenario:
             qemu_alive = self.vm("alive")["alive"]
             tail = (artifacts["qemu.log"].strip().splitlines() or ["(no output)"])[-1]
             daemon_tail = (artifacts["daemon.log"].strip().splitlines() or ["(no output)"])[-1]
-            failures.append(f"QEMU exited: {tail}" if not qemu_alive else
-                            f"the daemon ended without a result: {daemon_tail}")
+            failures.append(
+                f"QEMU exited: {tail}"
+                if not qemu_alive
+                else f"the daemon ended without a result: {daemon_tail}"
+            )
             result = {}
         else:
             failures += self.judge(result)
             guest.update(self.guest_checksum(result))
-            if guest.get("sum_r") and result.get("final") and \
-                    guest["sum_r"].split() != result["final"]["sum_r_src"].split():
-                failures.append(f"the guest's checksum {guest['sum_r']} differs from the "
-                                f"host's {result['final']['sum_r_src']}")
+            if (
+                guest.get("sum_r")
+                and result.get("final")
+                and guest["sum_r"].split() != result["final"]["sum_r_src"].split()
+            ):
+                failures.append(
+                    f"the guest's checksum {guest['sum_r']} differs from the "
+                    f"host's {result['final']['sum_r_src']}"
+                )
         final = result.get("final") or {}
         checkpoints = result.get("checkpoint_summary", {"count": 0, "exact": 0, "inexact": 0})
         return ShmemResult(
-            scenario="shmem", arch=p.arch, qemu_version=vm["qemu_version"], accel=vm["accel"],
-            workload=p.workload, verdict="fail" if failures else "pass", remote=p.remote,
-            rounds=result.get("rounds", 0), pages_copied=result.get("pages_copied", 0),
-            checkpoints=checkpoints, inexact_checkpoints=result.get("inexact", []),
-            final={"identical": bool(final.get("exact")),
-                   "differing_pages": final.get("differing_pages", []),
-                   "sum_r_src": final.get("sum_r_src"), "sum_r_dest": final.get("sum_r_dest")},
+            scenario="shmem",
+            arch=p.arch,
+            qemu_version=vm["qemu_version"],
+            accel=vm["accel"],
+            workload=p.workload,
+            verdict="fail" if failures else "pass",
+            remote=p.remote,
+            rounds=result.get("rounds", 0),
+            pages_copied=result.get("pages_copied", 0),
+            checkpoints=checkpoints,
+            inexact_checkpoints=result.get("inexact", []),
+            final={
+                "identical": bool(final.get("exact")),
+                "differing_pages": final.get("differing_pages", []),
+                "sum_r_src": final.get("sum_r_src"),
+                "sum_r_dest": final.get("sum_r_dest"),
+            },
             replication_mbps=result.get("replication_mbps", 0.0),
             stop_to_exit_seconds=round(exited_at - stopped_at, 2) if stopped_at else None,
-            guest=guest, daemon={k: v for k, v in result.items() if k not in (
-                "inexact", "final", "checkpoint_summary")},
-            failures=failures, wall_seconds=round(time.monotonic() - started, 1),
-            params=asdict(p), artifacts=artifacts)
+            guest=guest,
+            daemon={
+                k: v
+                for k, v in result.items()
+                if k not in ("inexact", "final", "checkpoint_summary")
+            },
+            failures=failures,
+            wall_seconds=round(time.monotonic() - started, 1),
+            params=asdict(p),
+            artifacts=artifacts,
+        )
 
     def replicate(self, remote: str | None) -> tuple[float | None, dict[str, Any] | None]:
         """Daemon, guest program, and the wait for the daemon's result; returns when the
@@ -217,15 +268,21 @@ class ShmemScenario:
         stopped_at = None
         result = None
         while time.monotonic() < deadline:
-            if (p.restart_daemon_after is not None and not restarted
-                    and time.monotonic() - workload_started >= p.restart_daemon_after):
+            if (
+                p.restart_daemon_after is not None
+                and not restarted
+                and time.monotonic() - workload_started >= p.restart_daemon_after
+            ):
                 self.step("killing the daemon (SIGKILL) and starting a new one")
                 self.lab.exec(self.board, ["pkill", "-9", "-f", "testbed.node replicate"])
                 time.sleep(0.5)
                 self.start_daemon(remote)
                 restarted = True
-            if stopped_at is None and "tstaeshm: summary" in self.vm(
-                    "console", "--offset", str(console_before))["text"]:
+            if (
+                stopped_at is None
+                and "tstaeshm: summary"
+                in self.vm("console", "--offset", str(console_before))["text"]
+            ):
                 stopped_at = time.monotonic()
                 self.step("the guest program stopped; waiting for the daemon's last round")
             code, out = self.lab.exec(self.board, ["cat", RESULT])
@@ -244,18 +301,22 @@ class ShmemScenario:
         p = self.params
         target = f"--remote {remote}" if remote else f"--dest {REPLICA}"
         drop = f" --drop-every {p.drop_every}" if p.drop_every else ""
-        command = (f"exec python3 -m testbed.node replicate "
-                   f"--qmp /run/testbed/vm/guest/qmp-replicate.sock --shm {SHM_PATH} {target}"
-                   f"{drop} --until-quiet {p.until_quiet:g} --checkpoint-every "
-                   f"{p.checkpoint_every:g} --result {RESULT} >> {DAEMON_LOG} 2>&1")
+        command = (
+            f"exec python3 -m testbed.node replicate "
+            f"--qmp /run/testbed/vm/guest/qmp-replicate.sock --shm {SHM_PATH} {target}"
+            f"{drop} --until-quiet {p.until_quiet:g} --checkpoint-every "
+            f"{p.checkpoint_every:g} --result {RESULT} >> {DAEMON_LOG} 2>&1"
+        )
         self.lab.container(self.board).exec_run(["sh", "-c", command], detach=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             log = self.lab.exec(self.board, ["cat", DAEMON_LOG])[1]
             if log.count("pre-copied") > getattr(self, "_daemons", 0):
                 self._daemons = getattr(self, "_daemons", 0) + 1
-                self.step(f"replication daemon on {self.board}: pre-copy done, "
-                          f"{'to ' + remote if remote else 'local destination'}")
+                self.step(
+                    f"replication daemon on {self.board}: pre-copy done, "
+                    f"{'to ' + remote if remote else 'local destination'}"
+                )
                 return
             if "TESTBED-RESULT" in log and "error" in log.splitlines()[-1]:
                 raise UserError(f"the replication daemon failed: {log.strip().splitlines()[-1]}")
@@ -275,14 +336,18 @@ class ShmemScenario:
         failures = []
         for c in result.get("inexact", []):
             pages = c["differing_pages"]
-            failures.append(f"checkpoint {c['epoch']}{' (final)' if c['final'] else ''}: "
-                            f"{len(pages)} page(s) differ: {pages[:16]}")
+            failures.append(
+                f"checkpoint {c['epoch']}{' (final)' if c['final'] else ''}: "
+                f"{len(pages)} page(s) differ: {pages[:16]}"
+            )
         final = result.get("final")
         if not final:
             failures.append("no final checkpoint")
         if result.get("dropped_pages"):
-            failures.append(f"pages dropped on purpose (--drop-every): "
-                            f"{sorted(set(result['dropped_pages']))[:16]}")
+            failures.append(
+                f"pages dropped on purpose (--drop-every): "
+                f"{sorted(set(result['dropped_pages']))[:16]}"
+            )
         if not result.get("resumed"):
             failures.append("the VM was not running after the daemon's last round")
         return failures

@@ -34,7 +34,10 @@ def run_migration(*args: str) -> tuple[int, dict[str, Any], str]:
 
 @pytest.mark.parametrize("arch", ["armv7", "armv8"])
 def test_migration_passes_with_every_check(
-    docker_client: docker.DockerClient, built_images: dict[str, str], lab: str, arch: str,
+    docker_client: docker.DockerClient,
+    built_images: dict[str, str],
+    lab: str,
+    arch: str,
     tmp_path: Path,
 ) -> None:
     code, result, stderr = run_migration("--arch", arch, "--report", str(tmp_path))
@@ -65,14 +68,12 @@ def test_migration_passes_with_every_check(
     assert "writeout: " in final_console and "result=PASS" in final_console
 
 
-def test_negative_control_names_the_altered_page(built_images: dict[str, str],
-                                                 lab: str) -> None:
+def test_negative_control_names_the_altered_page(built_images: dict[str, str], lab: str) -> None:
     code, result, _ = run_migration("--arch", "armv8", "--corrupt-page", "131000")
     assert code == 1 and result["verdict"] == "fail"
     assert result["memory"]["differing_pages"] == [131000]
     assert result["memory"]["details"][0]["guest_physical"] == hex(0x40000000 + 131000 * 4096)
-    assert any("differ between source and destination: [131000]" in f
-               for f in result["failures"])
+    assert any("differ between source and destination: [131000]" in f for f in result["failures"])
 
 
 def test_round_trip_a_b_a(built_images: dict[str, str], lab: str) -> None:
@@ -105,8 +106,16 @@ def test_lab_link_cut_mid_transfer_fails_then_a_retry_succeeds(
 
     # at 100 Mbit/s the dirty rate must stay well below the link (here 2.6 MB/s) or the
     # retry cannot converge
-    params = MigrationParams(arch="armv8", bandwidth="100mbit", pages=2048, burst=32,
-                             stall_timeout=4, retries=1, migration_timeout=180, lab=LAB)
+    params = MigrationParams(
+        arch="armv8",
+        bandwidth="100mbit",
+        pages=2048,
+        burst=32,
+        stall_timeout=4,
+        retries=1,
+        migration_timeout=180,
+        lab=LAB,
+    )
     result = MigrationScenario(docker_client, params, on_step, on_progress).run()
     assert cut.is_set() and restored.is_set()
     first, second = result.migrations
@@ -118,28 +127,39 @@ def test_lab_link_cut_mid_transfer_fails_then_a_retry_succeeds(
     assert result.verdict == "pass", result.failures
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--pages", "100", "--burst", "200"], "--burst 200 is larger than --pages 100"),
-    (["--mem", "4096"], "--mem 4096 is out of range for armv7"),
-    (["--pages", "200000", "--mem", "512"], "does not fit a guest with --mem 512"),
-    (["--corrupt-page", "999999"], "--corrupt-page 999999 is outside the guest's RAM"),
-    (["--bandwidth", "fast"], "--bandwidth: bad rate 'fast'"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--pages", "100", "--burst", "200"], "--burst 200 is larger than --pages 100"),
+        (["--mem", "4096"], "--mem 4096 is out of range for armv7"),
+        (["--pages", "200000", "--mem", "512"], "does not fit a guest with --mem 512"),
+        (["--corrupt-page", "999999"], "--corrupt-page 999999 is outside the guest's RAM"),
+        (["--bandwidth", "fast"], "--bandwidth: bad rate 'fast'"),
+    ],
+)
 def test_bad_parameters_are_one_line(args: list[str], message: str) -> None:
-    proc = run_cli("run", "migration", "--lab", LAB, *args,
-                   env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    proc = run_cli(
+        "run",
+        "migration",
+        "--lab",
+        LAB,
+        *args,
+        env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
 
 
 def test_lab_that_cannot_be_brought_up_is_one_line(docker_client: docker.DockerClient) -> None:
-    proc = run_cli("run", "migration", "--lab", "tbnoimg",
-                   env={"TESTBED_IMAGE_PREFIX": "testbed-absent"})
+    proc = run_cli(
+        "run", "migration", "--lab", "tbnoimg", env={"TESTBED_IMAGE_PREFIX": "testbed-absent"}
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: image testbed-absent/qemu-arm:bookworm-backports is missing: build it with "
-        "`testbed images build`"]
+        "`testbed images build`"
+    ]
 
 
 def test_monitor_and_console_attach_to_a_running_guest(
@@ -157,8 +177,13 @@ def test_monitor_and_console_attach_to_a_running_guest(
 
     lab_obj = Lab(docker_client, LAB)
     lab_obj.up()
-    spec = {"arch": "armv8", "tap": "tap0", "mac": "52:54:00:12:34:56",
-            "guest_ip": "192.168.2.100/24", "guest_gateway": "192.168.2.1"}
+    spec = {
+        "arch": "armv8",
+        "tap": "tap0",
+        "mac": "52:54:00:12:34:56",
+        "guest_ip": "192.168.2.100/24",
+        "guest_gateway": "192.168.2.1",
+    }
     lab_obj.agent("gauss-a", "vm", "start", "--spec", json.dumps(spec))
     try:
         lab_obj.agent("gauss-a", "vm", "ready", "--timeout", "60")
@@ -167,8 +192,9 @@ def test_monitor_and_console_attach_to_a_running_guest(
             pid, fd = pty.fork()
             if pid == 0:
                 os.chdir(ROOT)
-                os.execv(sys.executable, [sys.executable, "-m", "testbed", verb, "gauss-a",
-                                          "--lab", LAB])
+                os.execv(
+                    sys.executable, [sys.executable, "-m", "testbed", verb, "gauss-a", "--lab", LAB]
+                )
             seen = b""
             deadline = time.monotonic() + 30
             sent = False

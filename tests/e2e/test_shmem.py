@@ -26,8 +26,7 @@ def lab(docker_client: docker.DockerClient, built_images: dict[str, str]) -> Ite
 
 
 def run_shmem(*args: str) -> tuple[int, dict[str, Any], str]:
-    proc = run_cli("run", "shmem", "--lab", LAB, "--json", "--duration", "6", *args,
-                   timeout=600)
+    proc = run_cli("run", "shmem", "--lab", LAB, "--json", "--duration", "6", *args, timeout=600)
     assert proc.stdout.strip(), proc.stderr
     return proc.returncode, json.loads(proc.stdout), proc.stderr
 
@@ -64,12 +63,12 @@ def test_remote_replication_to_the_other_board(lab: str) -> None:
     code, result, _ = run_shmem("--remote")
     assert code == 0 and result["verdict"] == "pass", result["failures"]
     assert result["remote"] and result["daemon"]["destination"].startswith(
-        "receiver 192.168.10.101:")
+        "receiver 192.168.10.101:"
+    )
     assert result["final"]["identical"]
 
 
-def test_daemon_killed_and_restarted_resyncs(docker_client: docker.DockerClient,
-                                             lab: str) -> None:
+def test_daemon_killed_and_restarted_resyncs(docker_client: docker.DockerClient, lab: str) -> None:
     params = ShmemParams(workload="remap", duration=8, lab=LAB, restart_daemon_after=3)
     result = ShmemScenario(docker_client, params).run()
     assert result.verdict == "pass", result.failures
@@ -77,8 +76,9 @@ def test_daemon_killed_and_restarted_resyncs(docker_client: docker.DockerClient,
     assert result.artifacts["daemon.log"].count("pre-copied") == 2
 
 
-def test_tight_loop_lost_writes_are_detected(docker_client: docker.DockerClient,
-                                             built_images: dict[str, str], lab: str) -> None:
+def test_tight_loop_lost_writes_are_detected(
+    docker_client: docker.DockerClient, built_images: dict[str, str], lab: str
+) -> None:
     """The finding: under TCG this QEMU's dirty tracking loses writes of the seed's tight
     random loop on the shared block (measured: 9 of 10 runs on 10.0.2); the testbed must
     say FAIL and name the pages.  Up to three runs, so a lucky clean run is no flake."""
@@ -105,22 +105,43 @@ def test_shared_block_first_in_ram_order_aborts_qemu_10(
     assert any("tlb_reset_dirty_range_all" in f for f in result.failures), result.failures
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--qmp", "/nonexistent/qmp.sock", "--dest", "/tmp/x"], "no QMP socket at "
-     "/nonexistent/qmp.sock"),
-    (["--qmp", "/run/testbed/vm/guest/qmp-replicate.sock", "--shm", "/dev/shm/none",
-      "--dest", "/tmp/x"], "no shared-memory file /dev/shm/none"),
-    (["--qmp", "/run/testbed/vm/guest/qmp-replicate.sock", "--dest",
-      "/nonexistent/dir/dest"], "destination /nonexistent/dir/dest is not writable"),
-])
-def test_daemon_bad_input_is_one_line(docker_client: docker.DockerClient, lab: str,
-                                      args: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--qmp", "/nonexistent/qmp.sock", "--dest", "/tmp/x"],
+            "no QMP socket at /nonexistent/qmp.sock",
+        ),
+        (
+            [
+                "--qmp",
+                "/run/testbed/vm/guest/qmp-replicate.sock",
+                "--shm",
+                "/dev/shm/none",
+                "--dest",
+                "/tmp/x",
+            ],
+            "no shared-memory file /dev/shm/none",
+        ),
+        (
+            [
+                "--qmp",
+                "/run/testbed/vm/guest/qmp-replicate.sock",
+                "--dest",
+                "/nonexistent/dir/dest",
+            ],
+            "destination /nonexistent/dir/dest is not writable",
+        ),
+    ],
+)
+def test_daemon_bad_input_is_one_line(
+    docker_client: docker.DockerClient, lab: str, args: list[str], message: str
+) -> None:
     lab_obj = Lab(docker_client, LAB)
     lab_obj.up()
     lab_obj.exec("gauss-a", ["sh", "-c", "head -c 1048576 /dev/zero > /dev/shm/aeshmem"])
     try:
-        code, out = lab_obj.exec("gauss-a", ["python3", "-m", "testbed.node", "replicate",
-                                             *args])
+        code, out = lab_obj.exec("gauss-a", ["python3", "-m", "testbed.node", "replicate", *args])
     finally:
         lab_obj.exec("gauss-a", ["rm", "-f", "/dev/shm/aeshmem"])
     assert code == 2
@@ -128,8 +149,7 @@ def test_daemon_bad_input_is_one_line(docker_client: docker.DockerClient, lab: s
     assert len(errors) == 1 and message in errors[0], out
 
 
-def test_no_shared_memory_device_is_one_line(docker_client: docker.DockerClient,
-                                             lab: str) -> None:
+def test_no_shared_memory_device_is_one_line(docker_client: docker.DockerClient, lab: str) -> None:
     """A VM without the ivshmem device: the daemon says so, in one line."""
     lab_obj = Lab(docker_client, LAB)
     lab_obj.up()
@@ -137,9 +157,19 @@ def test_no_shared_memory_device_is_one_line(docker_client: docker.DockerClient,
     lab_obj.agent("gauss-a", "vm", "start", "--spec", json.dumps(spec))
     lab_obj.exec("gauss-a", ["sh", "-c", "head -c 65536 /dev/zero > /dev/shm/aeshmem"])
     try:
-        code, out = lab_obj.exec("gauss-a", [
-            "python3", "-m", "testbed.node", "replicate", "--qmp",
-            "/run/testbed/vm/guest/qmp.sock", "--dest", "/tmp/dest"])
+        code, out = lab_obj.exec(
+            "gauss-a",
+            [
+                "python3",
+                "-m",
+                "testbed.node",
+                "replicate",
+                "--qmp",
+                "/run/testbed/vm/guest/qmp.sock",
+                "--dest",
+                "/tmp/dest",
+            ],
+        )
     finally:
         lab_obj.agent("gauss-a", "vm", "stop")
         lab_obj.exec("gauss-a", ["rm", "-f", "/dev/shm/aeshmem"])

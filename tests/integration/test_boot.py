@@ -20,8 +20,11 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.parametrize(("arch", "uname"), [("armv7", "armv7l"), ("armv8", "aarch64")])
 def test_boot_reports_the_guest(
-    docker_client: docker.DockerClient, built_images: dict[str, str], no_leaks: None,
-    arch: str, uname: str,
+    docker_client: docker.DockerClient,
+    built_images: dict[str, str],
+    no_leaks: None,
+    arch: str,
+    uname: str,
 ) -> None:
     proc = run_cli("boot", "--arch", arch, "--json")
     assert proc.returncode == 0, proc.stderr
@@ -36,8 +39,9 @@ def test_boot_reports_the_guest(
 
 
 @pytest.mark.parametrize("arch", ["armv7", "armv8"])
-def test_boot_from_the_ext3_root_disk(built_images: dict[str, str], no_leaks: None,
-                                      arch: str) -> None:
+def test_boot_from_the_ext3_root_disk(
+    built_images: dict[str, str], no_leaks: None, arch: str
+) -> None:
     proc = run_cli("boot", "--arch", arch, "--root", "disk", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -56,12 +60,12 @@ def test_missing_image_is_one_line(docker_client: docker.DockerClient, no_leaks:
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         "error: image testbed-absent/qemu-arm:bookworm-backports is missing: "
-        "build it with `testbed images build`")
+        "build it with `testbed images build`"
+    )
 
 
 @pytest.mark.skipif(os.uname().machine == "aarch64", reason="KVM may be usable on ARM hosts")
-def test_kvm_refused_on_this_host_is_one_line(built_images: dict[str, str],
-                                              no_leaks: None) -> None:
+def test_kvm_refused_on_this_host_is_one_line(built_images: dict[str, str], no_leaks: None) -> None:
     proc = run_cli("boot", "--arch", "armv8", "--accel", "kvm")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -71,8 +75,13 @@ def test_kvm_refused_on_this_host_is_one_line(built_images: dict[str, str],
 def test_ctrl_c_removes_the_board_container(
     docker_client: docker.DockerClient, built_images: dict[str, str], no_leaks: None
 ) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "testbed", "boot", "--arch", "armv7"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "testbed", "boot", "--arch", "armv7"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not labelled_containers(docker_client, **{labels.KIND: "boot"}):
         assert time.monotonic() < deadline and proc.poll() is None, "no board container started"

@@ -21,8 +21,12 @@ def test_board_image_carries_its_qemu_version(
     version = image.labels[labels.QEMU_VERSION]
     assert image.labels[labels.QEMU_SUITE] == "bookworm-backports"
     out = docker_client.containers.run(
-        image, ["qemu-system-arm", "--version"], remove=True, network_mode="none",
-        labels=labels.for_object("test")).decode()
+        image,
+        ["qemu-system-arm", "--version"],
+        remove=True,
+        network_mode="none",
+        labels=labels.for_object("test"),
+    ).decode()
     assert re.search(rf"version {re.escape(version)}\b", out), out
     assert version.startswith("10.")  # bookworm-backports
 
@@ -38,11 +42,17 @@ KERNEL_KIND = (
 def test_guest_artifacts_in_the_board_image(
     docker_client: docker.DockerClient, built_images: dict[str, str], arch: str, kernel_kind: str
 ) -> None:
-    script = (f"cd /opt/testbed/guest/{arch} && cat manifest.json && "
-              f"ls bin && od -A n -t x1 -N 2 -j 1080 rootfs.ext3 && python3 -c \"{KERNEL_KIND}\"")
+    script = (
+        f"cd /opt/testbed/guest/{arch} && cat manifest.json && "
+        f'ls bin && od -A n -t x1 -N 2 -j 1080 rootfs.ext3 && python3 -c "{KERNEL_KIND}"'
+    )
     out = docker_client.containers.run(
-        built_images["board"], ["sh", "-c", script], remove=True, network_mode="none",
-        labels=labels.for_object("test")).decode()
+        built_images["board"],
+        ["sh", "-c", script],
+        remove=True,
+        network_mode="none",
+        labels=labels.for_object("test"),
+    ).decode()
     manifest = json.loads(out[: out.index("}\n}") + 3])
     assert manifest["arch"] == arch
     assert any(m.endswith("virtio_net.ko") for m in manifest["modules"])

@@ -32,9 +32,11 @@ def cli_json(verb: str, *args: str) -> dict:
 
 def lab_objects(client: docker.DockerClient, lab: str = LAB) -> list[str]:
     f = labels.project_filter(**{labels.LAB: lab})
-    return ([c.name for c in client.containers.list(all=True, filters=f)]
-            + [n.name for n in client.networks.list(filters=f)]
-            + [v.name for v in client.volumes.list(filters=f)])
+    return (
+        [c.name for c in client.containers.list(all=True, filters=f)]
+        + [n.name for n in client.networks.list(filters=f)]
+        + [v.name for v in client.volumes.list(filters=f)]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,10 @@ def lab(docker_client: docker.DockerClient, built_images: dict[str, str]) -> Ite
 def test_up_makes_a_healthy_lab(lab: dict) -> None:
     assert lab["healthy"] and lab["subnet"] == "192.168.10.0/24"
     assert {n["name"]: n["address"] for n in lab["nodes"]} == {
-        "nfs": "192.168.10.10", "gauss-a": "192.168.10.100", "gauss-b": "192.168.10.101"}
+        "nfs": "192.168.10.10",
+        "gauss-a": "192.168.10.100",
+        "gauss-b": "192.168.10.101",
+    }
     assert all(n["state"] == "running" for n in lab["nodes"])
 
 
@@ -81,22 +86,37 @@ def test_trace_nfs_to_the_guest_goes_via_gauss_a(lab: dict) -> None:
 
 
 def test_trace_names_the_break_of_a_wrong_route(lab: dict) -> None:
-    code, _, err = cli("exec", "nfs", "--", "ip", "route", "replace", "192.168.2.100/32",
-                       "via", "192.168.10.50")
+    code, _, err = cli(
+        "exec", "nfs", "--", "ip", "route", "replace", "192.168.2.100/32", "via", "192.168.10.50"
+    )
     assert code == 0, err
     try:
         trace = cli_json("trace", "nfs", "192.168.2.100")
         assert trace["_exit"] == 1 and not trace["reached"]
-        assert trace["end"] == ("nfs sends it to 192.168.10.50 on the lab network, which is no "
-                                "node of the lab")
+        assert trace["end"] == (
+            "nfs sends it to 192.168.10.50 on the lab network, which is no node of the lab"
+        )
         routes = cli_json("routes", "nfs")
         assert routes["_exit"] == 1 and routes["matches"] is False
         assert routes["nodes"][0]["unexpected"] == [
-            {"dst": "192.168.2.100/32", "gateway": "192.168.10.50", "dev": "eth0"}]
+            {"dst": "192.168.2.100/32", "gateway": "192.168.10.50", "dev": "eth0"}
+        ]
         # a second kind of break: gauss-a loses its route into the tap
         assert cli("exec", "gauss-a", "--", "ip", "route", "del", "192.168.2.0/24")[0] == 0
-        assert cli("exec", "nfs", "--", "ip", "route", "replace", "192.168.2.100/32",
-                   "via", "192.168.10.100")[0] == 0
+        assert (
+            cli(
+                "exec",
+                "nfs",
+                "--",
+                "ip",
+                "route",
+                "replace",
+                "192.168.2.100/32",
+                "via",
+                "192.168.10.100",
+            )[0]
+            == 0
+        )
         trace = cli_json("trace", "nfs", "guest")
         assert not trace["reached"] and trace["end"] == "routing loop: back at nfs"
         assert [h["node"] for h in trace["hops"]] == ["nfs", "gauss-a"]
@@ -161,15 +181,14 @@ def test_bandwidth_shapes_the_boards_lab_link(lab: dict) -> None:
 
 
 def test_up_twice_is_idempotent(docker_client: docker.DockerClient, lab: dict) -> None:
-    before = {n["container"]: docker_client.containers.get(n["container"]).id
-              for n in lab["nodes"]}
+    before = {n["container"]: docker_client.containers.get(n["container"]).id for n in lab["nodes"]}
     again = cli_json("up")
     assert again["_exit"] == 0 and again["healthy"]
-    after = {n["container"]: docker_client.containers.get(n["container"]).id
-             for n in again["nodes"]}
+    after = {
+        n["container"]: docker_client.containers.get(n["container"]).id for n in again["nodes"]
+    }
     assert before == after
-    assert sorted(lab_objects(docker_client)) == sorted(
-        [*before, f"{LAB}-net", f"{LAB}-export"])
+    assert sorted(lab_objects(docker_client)) == sorted([*before, f"{LAB}-net", f"{LAB}-export"])
     assert cli_json("routes")["matches"] is True
 
 
@@ -179,8 +198,10 @@ def test_a_second_lab_on_the_same_subnet_is_refused_and_leaves_nothing(
     proc = run_cli("up", "--lab", "tbother")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert lines == ["error: the lab network 192.168.10.0/24 overlaps 192.168.10.0/24 of lab "
-                     f"'{LAB}': take that down (testbed down --lab {LAB})"]
+    assert lines == [
+        "error: the lab network 192.168.10.0/24 overlaps 192.168.10.0/24 of lab "
+        f"'{LAB}': take that down (testbed down --lab {LAB})"
+    ]
     assert lab_objects(docker_client, "tbother") == []
 
 
@@ -194,8 +215,9 @@ def test_graph_of_the_running_lab(lab: dict) -> None:
 def test_unknown_node_is_one_line(lab: dict) -> None:
     code, _, err = cli("routes", "gauss-c")
     assert code == 2
-    assert err.strip() == ("error: no node 'gauss-c' in the topology: use one of nfs, gauss-a, "
-                           "gauss-b")
+    assert err.strip() == (
+        "error: no node 'gauss-c' in the topology: use one of nfs, gauss-a, gauss-b"
+    )
 
 
 def test_status_and_down_leave_nothing(docker_client: docker.DockerClient, lab: dict) -> None:
@@ -209,8 +231,15 @@ def test_status_and_down_leave_nothing(docker_client: docker.DockerClient, lab: 
     assert status["_exit"] == 1 and status["exists"] is False
 
 
-MALFORMED = ["syntax.toml", "unknown-key.toml", "outside-subnet.toml", "duplicate-name.toml",
-             "unreachable-gateway.toml", "bad-mac.toml", "no-nfs.toml"]
+MALFORMED = [
+    "syntax.toml",
+    "unknown-key.toml",
+    "outside-subnet.toml",
+    "duplicate-name.toml",
+    "unreachable-gateway.toml",
+    "bad-mac.toml",
+    "no-nfs.toml",
+]
 
 
 @pytest.mark.parametrize("name", MALFORMED)

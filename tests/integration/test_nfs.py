@@ -23,19 +23,30 @@ SERVER = "192.168.210.10"
 
 
 @pytest.fixture()
-def nfs_spec(docker_client: docker.DockerClient, built_images: dict[str, str],
-             no_leaks: None) -> Iterator[NfsServerSpec]:
+def nfs_spec(
+    docker_client: docker.DockerClient, built_images: dict[str, str], no_leaks: None
+) -> Iterator[NfsServerSpec]:
     tag = labels.for_object("network", lab="test-nfs")
     network = docker_client.networks.create(
-        "testbed-test-nfs", driver="bridge", labels=tag,
-        ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=SUBNET)]))
-    volume = docker_client.volumes.create("testbed-test-nfs-export",
-                                          labels=labels.for_object("volume", lab="test-nfs"))
-    spec = NfsServerSpec("testbed-test-nfs-server", network.name, SERVER, volume.name,
-                         labels.for_object("node", lab="test-nfs"))
+        "testbed-test-nfs",
+        driver="bridge",
+        labels=tag,
+        ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=SUBNET)]),
+    )
+    volume = docker_client.volumes.create(
+        "testbed-test-nfs-export", labels=labels.for_object("volume", lab="test-nfs")
+    )
+    spec = NfsServerSpec(
+        "testbed-test-nfs-server",
+        network.name,
+        SERVER,
+        volume.name,
+        labels.for_object("node", lab="test-nfs"),
+    )
     yield spec
     for container in docker_client.containers.list(
-            all=True, filters=labels.project_filter(**{labels.LAB: "test-nfs"})):
+        all=True, filters=labels.project_filter(**{labels.LAB: "test-nfs"})
+    ):
         container.remove(force=True)
     network.remove()
     volume.remove(force=True)
@@ -46,8 +57,13 @@ def qemu_img(client: docker.DockerClient, board: str, network: str, script: str)
     # Ryuk, testcontainers' reaper, is an image from a registry this machine cannot reach;
     # the testbed's labels and the no_leaks fixture do its job here.
     testcontainers_config.ryuk_disabled = True
-    container = DockerContainer(board).with_command(["sh", "-c", script]).with_kwargs(
-        network=network, cap_drop=["ALL"], labels=labels.for_object("test", lab="test-nfs"))
+    container = (
+        DockerContainer(board)
+        .with_command(["sh", "-c", script])
+        .with_kwargs(
+            network=network, cap_drop=["ALL"], labels=labels.for_object("test", lab="test-nfs")
+        )
+    )
     with container:
         wrapped = container.get_wrapped_container()
         status = wrapped.wait(timeout=120)
@@ -63,10 +79,16 @@ def test_qemu_reads_and_writes_an_image_over_nfs(
     server.start()
     assert wait_ready(server) < 30
     url = f"nfs://{SERVER}/srv/mnt/probe.img"
-    out = qemu_img(docker_client, built_images["board"], nfs_spec.network, (
-        f"qemu-img create -f raw {url} 8M >/dev/null && "
-        f"qemu-io -f raw -c 'write -P 0x5a 1M 64k' {url} >/dev/null && "
-        f"qemu-io -f raw -c 'read -P 0x5a 1M 64k' {url} && qemu-img info {url}"))
+    out = qemu_img(
+        docker_client,
+        built_images["board"],
+        nfs_spec.network,
+        (
+            f"qemu-img create -f raw {url} 8M >/dev/null && "
+            f"qemu-io -f raw -c 'write -P 0x5a 1M 64k' {url} >/dev/null && "
+            f"qemu-io -f raw -c 'read -P 0x5a 1M 64k' {url} && qemu-img info {url}"
+        ),
+    )
     assert "read 65536/65536 bytes" in out and "virtual size: 8 MiB" in out, out
     # the bytes landed in the exported volume, as the server sees it
     exit_code, listing = server.exec_run(["stat", "-c", "%s", "/srv/mnt/probe.img"])

@@ -14,7 +14,17 @@ def compile_program(name: str, dest: Path) -> Path:
     assert cc, "a C compiler (cc or gcc) is needed to test the guest programs on the host"
     out = dest / name
     subprocess.run(
-        [cc, "-O2", "-Wall", "-Wextra", "-Werror", "-D_FILE_OFFSET_BITS=64", "-o", str(out),
-         str(SOURCES / f"{name}.c")], check=True,
+        [
+            cc,
+            "-O2",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-D_FILE_OFFSET_BITS=64",
+            "-o",
+            str(out),
+            str(SOURCES / f"{name}.c"),
+        ],
+        check=True,
     )
     return out

@@ -14,15 +14,18 @@ ARM_NO_AARCH32 = HostFacts("aarch64", kvm_usable=True, kvm_el1_32bit=False)
 ARM_NO_KVM = HostFacts("aarch64", kvm_usable=False, kvm_el1_32bit=False)
 
 
-@pytest.mark.parametrize(("arch", "host", "expected"), [
-    ("armv8", X86_WITH_KVM, "tcg"),  # x86 KVM cannot run ARM guests
-    ("armv7", X86_WITH_KVM, "tcg"),
-    ("armv8", ARM_WITH_KVM, "kvm"),
-    ("armv7", ARM_WITH_KVM, "kvm"),
-    ("armv8", ARM_NO_AARCH32, "kvm"),
-    ("armv7", ARM_NO_AARCH32, "tcg"),  # no AArch32 at EL1
-    ("armv8", ARM_NO_KVM, "tcg"),
-])
+@pytest.mark.parametrize(
+    ("arch", "host", "expected"),
+    [
+        ("armv8", X86_WITH_KVM, "tcg"),  # x86 KVM cannot run ARM guests
+        ("armv7", X86_WITH_KVM, "tcg"),
+        ("armv8", ARM_WITH_KVM, "kvm"),
+        ("armv7", ARM_WITH_KVM, "kvm"),
+        ("armv8", ARM_NO_AARCH32, "kvm"),
+        ("armv7", ARM_NO_AARCH32, "tcg"),  # no AArch32 at EL1
+        ("armv8", ARM_NO_KVM, "tcg"),
+    ],
+)
 def test_auto(arch: str, host: HostFacts, expected: str) -> None:
     assert choose_accel("auto", get_arch(arch), host) == expected
 
@@ -31,11 +34,14 @@ def test_tcg_is_always_possible() -> None:
     assert choose_accel("tcg", get_arch("armv7"), ARM_WITH_KVM) == "tcg"
 
 
-@pytest.mark.parametrize(("arch", "host", "reason"), [
-    ("armv8", X86_WITH_KVM, "x86_64 host cannot run an ARM guest"),
-    ("armv7", ARM_NO_AARCH32, "cannot run 32-bit"),
-    ("armv8", ARM_NO_KVM, "/dev/kvm is not available"),
-])
+@pytest.mark.parametrize(
+    ("arch", "host", "reason"),
+    [
+        ("armv8", X86_WITH_KVM, "x86_64 host cannot run an ARM guest"),
+        ("armv7", ARM_NO_AARCH32, "cannot run 32-bit"),
+        ("armv8", ARM_NO_KVM, "/dev/kvm is not available"),
+    ],
+)
 def test_kvm_refused_with_reason(arch: str, host: HostFacts, reason: str) -> None:
     with pytest.raises(UserError, match=reason) as info:
         choose_accel("kvm", get_arch(arch), host)

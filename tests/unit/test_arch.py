@@ -13,6 +13,9 @@ def test_known_arches() -> None:
 
 
 def test_unknown_arch_names_the_choices() -> None:
-    with pytest.raises(UserError, match=r"unknown guest architecture 'armv9': use one of "
-                       r"armv7, armv8"):
+    with pytest.raises(
+        UserError,
+        match=r"unknown guest architecture 'armv9': use one of "
+        r"armv7, armv8",
+    ):
         get_arch("armv9")

@@ -7,12 +7,15 @@ import pytest
 from tests.conftest import run_cli
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["boot", "--arch", "armv9"], "argument --arch: invalid choice: 'armv9'"),
-    (["boot", "--accel", "hvf"], "argument --accel: invalid choice: 'hvf'"),
-    (["images", "build", "--qemu-suite", "sid"], "argument --qemu-suite: invalid choice"),
-    (["frobnicate"], "invalid choice: 'frobnicate'"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["boot", "--arch", "armv9"], "argument --arch: invalid choice: 'armv9'"),
+        (["boot", "--accel", "hvf"], "argument --accel: invalid choice: 'hvf'"),
+        (["images", "build", "--qemu-suite", "sid"], "argument --qemu-suite: invalid choice"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
 def test_usage_errors_are_one_line(args: list[str], message: str) -> None:
     proc = run_cli(*args)
     assert proc.returncode == 2
@@ -20,10 +23,13 @@ def test_usage_errors_are_one_line(args: list[str], message: str) -> None:
     assert len(lines) == 1 and message in lines[0] and "--help" in lines[0], proc.stderr
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["boot", "--arch", "armv7", "--mem", "4096"], "--mem 4096 is out of range for armv7"),
-    (["boot", "--arch", "armv8", "--smp", "0"], "--smp 0 is out of range"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["boot", "--arch", "armv7", "--mem", "4096"], "--mem 4096 is out of range for armv7"),
+        (["boot", "--arch", "armv8", "--smp", "0"], "--smp 0 is out of range"),
+    ],
+)
 def test_bad_values_are_one_line_before_docker_is_touched(args: list[str], message: str) -> None:
     proc = run_cli(*args, env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert proc.returncode == 2
@@ -31,9 +37,19 @@ def test_bad_values_are_one_line_before_docker_is_touched(args: list[str], messa
     assert len(lines) == 1 and lines[0].startswith(f"error: {message}: use "), proc.stderr
 
 
-@pytest.mark.parametrize("args", [["boot", "--arch", "armv8"], ["images", "list"], ["up"],
-                                  ["routes"], ["status"], ["trace", "nfs", "guest"],
-                                  ["images", "build"], ["down"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["boot", "--arch", "armv8"],
+        ["images", "list"],
+        ["up"],
+        ["routes"],
+        ["status"],
+        ["trace", "nfs", "guest"],
+        ["images", "build"],
+        ["down"],
+    ],
+)
 def test_docker_not_running_is_one_line(args: list[str]) -> None:
     proc = run_cli(*args, env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert proc.returncode == 2
@@ -44,10 +60,22 @@ def test_docker_not_running_is_one_line(args: list[str]) -> None:
 
 
 def test_every_command_has_help() -> None:
-    for args in (["--help"], ["images", "--help"], ["images", "build", "--help"],
-                 ["images", "list", "--help"], ["boot", "--help"], ["down", "--help"],
-                 ["up", "--help"], ["status", "--help"], ["routes", "--help"],
-                 ["trace", "--help"], ["ping", "--help"], ["shell", "--help"],
-                 ["exec", "--help"], ["switch-route", "--help"], ["graph", "--help"]):
+    for args in (
+        ["--help"],
+        ["images", "--help"],
+        ["images", "build", "--help"],
+        ["images", "list", "--help"],
+        ["boot", "--help"],
+        ["down", "--help"],
+        ["up", "--help"],
+        ["status", "--help"],
+        ["routes", "--help"],
+        ["trace", "--help"],
+        ["ping", "--help"],
+        ["shell", "--help"],
+        ["exec", "--help"],
+        ["switch-route", "--help"],
+        ["graph", "--help"],
+    ):
         proc = run_cli(*args)
         assert proc.returncode == 0 and "usage: testbed" in proc.stdout, args

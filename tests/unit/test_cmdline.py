@@ -17,8 +17,13 @@ from testbed.node.cmdline import (
 
 def config(arch: str = "armv8", accel: str = "tcg", **kw: object) -> GuestConfig:
     return GuestConfig(
-        arch=get_arch(arch), accel=accel, kernel="/g/kernel", initrd="/g/initrd.img",
-        serial_socket="/w/serial.sock", serial_log="/w/serial.log", qmp_socket="/w/qmp.sock",
+        arch=get_arch(arch),
+        accel=accel,
+        kernel="/g/kernel",
+        initrd="/g/initrd.img",
+        serial_socket="/w/serial.sock",
+        serial_log="/w/serial.log",
+        qmp_socket="/w/qmp.sock",
         **kw,  # type: ignore[arg-type]
     )
 
@@ -43,8 +48,15 @@ def test_tcg_armv8_uses_qemu_system_aarch64_cortex_a57() -> None:
 
 def test_kvm_armv8_runs_host_cpu_with_host_gic() -> None:
     argv = build_command(config("armv8", "kvm"))
-    assert argv[:7] == ["qemu-system-aarch64", "-machine", "virt,gic-version=host",
-                        "-accel", "kvm", "-cpu", "host"]
+    assert argv[:7] == [
+        "qemu-system-aarch64",
+        "-machine",
+        "virt,gic-version=host",
+        "-accel",
+        "kvm",
+        "-cpu",
+        "host",
+    ]
 
 
 def test_kvm_armv7_runs_aarch32_on_the_aarch64_binary() -> None:
@@ -78,22 +90,31 @@ def test_memory_smp_and_console() -> None:
 
 
 def test_tap_nic_disk_incoming_and_paused() -> None:
-    argv = build_command(config(
-        nic=Nic("tap0", "52:54:00:aa:bb:cc"), disk=Disk("nfs://192.168.10.10/srv/mnt/d.img"),
-        incoming="tcp:0:4321", start_paused=True, monitor_socket="/w/hmp.sock",
-        guest_ip="192.168.2.100/24", guest_gateway="192.168.2.1",
-    ))
+    argv = build_command(
+        config(
+            nic=Nic("tap0", "52:54:00:aa:bb:cc"),
+            disk=Disk("nfs://192.168.10.10/srv/mnt/d.img"),
+            incoming="tcp:0:4321",
+            start_paused=True,
+            monitor_socket="/w/hmp.sock",
+            guest_ip="192.168.2.100/24",
+            guest_gateway="192.168.2.1",
+        )
+    )
     assert value_after(argv, "-netdev") == "tap,id=net0,ifname=tap0,script=no,downscript=no"
     assert "virtio-net-pci,netdev=net0,mac=52:54:00:aa:bb:cc,romfile=" in argv
     assert value_after(argv, "-drive") == (
-        "file=nfs://192.168.10.10/srv/mnt/d.img,if=none,format=raw,id=disk0")
+        "file=nfs://192.168.10.10/srv/mnt/d.img,if=none,format=raw,id=disk0"
+    )
     assert "virtio-blk-pci,drive=disk0" in argv
     assert "-S" in argv and value_after(argv, "-incoming") == "tcp:0:4321"
     assert value_after(argv, "-monitor") == "unix:/w/hmp.sock,server=on,wait=off"
     assert "-nic" not in argv
     append = value_after(argv, "-append")
-    assert append == ("console=ttyAMA0 panic=-1 testbed.ip=192.168.2.100/24 "
-                      "testbed.gw=192.168.2.1 testbed.root=/dev/vda")
+    assert append == (
+        "console=ttyAMA0 panic=-1 testbed.ip=192.168.2.100/24 "
+        "testbed.gw=192.168.2.1 testbed.root=/dev/vda"
+    )
 
 
 def test_plain_append() -> None:
@@ -104,8 +125,10 @@ def test_shared_memory_device_after_main_ram() -> None:
     argv = build_command(config(shm=SharedMemory("/dev/shm/aeshmem", "1M"), mem_mb=512))
     objects = [argv[i + 1] for i, a in enumerate(argv) if a == "-object"]
     # main RAM is created first, so the shared block is not first in RAM order
-    assert objects == ["memory-backend-ram,id=mainram,size=512M",
-                       "memory-backend-file,id=shm,mem-path=/dev/shm/aeshmem,size=1M,share=on"]
+    assert objects == [
+        "memory-backend-ram,id=mainram,size=512M",
+        "memory-backend-file,id=shm,mem-path=/dev/shm/aeshmem,size=1M,share=on",
+    ]
     assert value_after(argv, "-machine") == "virt,memory-backend=mainram"
     assert "ivshmem-plain,memdev=shm,master=on" in argv  # master=on: migratable
 
@@ -114,4 +137,5 @@ def test_shared_memory_first_in_ram_order_on_request() -> None:
     argv = build_command(config(shm=SharedMemory(first=True)))
     assert value_after(argv, "-machine") == "virt"
     assert [argv[i + 1] for i, a in enumerate(argv) if a == "-object"] == [
-        "memory-backend-file,id=shm,mem-path=/dev/shm/aeshmem,size=1M,share=on"]
+        "memory-backend-file,id=shm,mem-path=/dev/shm/aeshmem,size=1M,share=on"
+    ]

@@ -22,8 +22,9 @@ from testbed.node.replicate import (
 def test_bsd_sum_is_coreutils_sum_r(tmp_path: Path) -> None:
     data = os.urandom(300_000)
     (tmp_path / "f").write_bytes(data)
-    fields = subprocess.run(["sum", "-r", str(tmp_path / "f")], capture_output=True,
-                            text=True, check=True).stdout.split()
+    fields = subprocess.run(
+        ["sum", "-r", str(tmp_path / "f")], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert bsd_sum(data) == (int(fields[0]), int(fields[1]))
 
 
@@ -43,13 +44,14 @@ def test_destination_not_writable_is_one_line(tmp_path: Path) -> None:
 def test_remote_destination_over_loopback(tmp_path: Path) -> None:
     dest = tmp_path / "replica"
     port = 47611
-    server = threading.Thread(target=serve_receiver, args=(f"127.0.0.1:{port}", str(dest)),
-                              daemon=True)
+    server = threading.Thread(
+        target=serve_receiver, args=(f"127.0.0.1:{port}", str(dest)), daemon=True
+    )
     server.start()
     remote = RemoteDestination(f"127.0.0.1:{port}", 3 * 4096)
     region = os.urandom(3 * 4096)
     for offset in range(0, len(region), 4096):
-        remote.write(offset, region[offset:offset + 4096])
+        remote.write(offset, region[offset : offset + 4096])
     remote.flush()
     assert remote.hashes() == page_hashes(region)
     assert remote.bsd_sum() == bsd_sum(region)

@@ -13,8 +13,10 @@ from testbed.node.recorder import RAM_MB, SHM_SIZE, pattern
 from testbed.node.stream import MigrationStreamParser, StreamError
 
 STREAMS = Path(__file__).resolve().parents[1] / "fixtures" / "streams"
-RECORDED = {"7.2.22": STREAMS / "qemu-7.2.22-armv8.bin",
-            "10.0.2": STREAMS / "qemu-10.0.2-armv8.bin"}
+RECORDED = {
+    "7.2.22": STREAMS / "qemu-7.2.22-armv8.bin",
+    "10.0.2": STREAMS / "qemu-10.0.2-armv8.bin",
+}
 SHM_BLOCK = "0000:00:01.0/shm"
 
 
@@ -39,7 +41,7 @@ def test_recorded_stream_yields_the_shared_memory_pattern(version: str) -> None:
     for (block, offset), page in pages.items():
         if block == SHM_BLOCK:
             assert page is not None  # the pattern has no zero page
-            shm[offset:offset + 4096] = page
+            shm[offset : offset + 4096] = page
     assert bytes(shm) == expected
     assert stats.pages_by_block[SHM_BLOCK] == SHM_SIZE // 4096
     # main RAM of a guest that never ran: zero pages, but for what QEMU loaded into it
@@ -84,11 +86,28 @@ def idstr(name: str) -> bytes:
 
 def stream(records: bytes, *, footer: int = 1, section_name: str = "ram") -> bytes:
     header = be32(0x5145564D) + be32(3)
-    config = b"\x07" + be32(4) + b"virt" + b"\x05" + idstr(
-        "configuration/target-page-bits") + be32(1) + be32(12)
-    setup = (b"\x01" + be32(1) + idstr(section_name) + be32(0) + be32(4)
-             + be64(8192 | 0x04) + idstr("blk/shm") + be64(8192) + be64(0x10)
-             + b"\x7e" + be32(1))
+    config = (
+        b"\x07"
+        + be32(4)
+        + b"virt"
+        + b"\x05"
+        + idstr("configuration/target-page-bits")
+        + be32(1)
+        + be32(12)
+    )
+    setup = (
+        b"\x01"
+        + be32(1)
+        + idstr(section_name)
+        + be32(0)
+        + be32(4)
+        + be64(8192 | 0x04)
+        + idstr("blk/shm")
+        + be64(8192)
+        + be64(0x10)
+        + b"\x7e"
+        + be32(1)
+    )
     part = b"\x03" + be32(1) + records + be64(0x10) + b"\x7e" + be32(footer)
     return header + config + setup + part + b"\x04device state, not parsed\x00"
 
@@ -102,22 +121,32 @@ def page_record(offset: int, flags: int, name: str | None = "blk/shm") -> bytes:
 
 def test_synthetic_stream_is_read() -> None:
     pages: dict[tuple[str, int], bytes | None] = {}
-    records = (page_record(0, 0x08) + b"\x11" * 4096
-               + page_record(4096, 0x02 | 0x20, None) + b"\x00")
+    records = page_record(0, 0x08) + b"\x11" * 4096 + page_record(4096, 0x02 | 0x20, None) + b"\x00"
     stats = parse(stream(records), pages)
     assert stats.completed and pages == {("blk/shm", 0): b"\x11" * 4096, ("blk/shm", 4096): None}
 
 
-@pytest.mark.parametrize(("records", "kwargs", "message"), [
-    (page_record(0, 0x40) + b"\x00" * 8, {}, r"unsupported page flag 0x40 \(xbzrle: disable it\)"),
-    (page_record(0, 0x800), {}, "unsupported page flag 0x800"),
-    (page_record(0, 0x08, "other/block") + b"\x00" * 4096, {}, "unknown RAM block 'other/block'"),
-    (page_record(8192, 0x08) + b"\x00" * 4096, {}, "page at 0x2000 is beyond block 'blk/shm'"),
-    (page_record(0, 0x08 | 0x20, None), {}, "CONTINUE flag before any block"),
-    (page_record(0, 0x02) + b"\x07", {}, "zero page with fill byte 0x7"),
-    (b"", {"footer": 9}, "footer of section 9, expected 1"),
-    (b"", {"section_name": "block"}, "unsupported iterative section 'block'"),
-])
+@pytest.mark.parametrize(
+    ("records", "kwargs", "message"),
+    [
+        (
+            page_record(0, 0x40) + b"\x00" * 8,
+            {},
+            r"unsupported page flag 0x40 \(xbzrle: disable it\)",
+        ),
+        (page_record(0, 0x800), {}, "unsupported page flag 0x800"),
+        (
+            page_record(0, 0x08, "other/block") + b"\x00" * 4096,
+            {},
+            "unknown RAM block 'other/block'",
+        ),
+        (page_record(8192, 0x08) + b"\x00" * 4096, {}, "page at 0x2000 is beyond block 'blk/shm'"),
+        (page_record(0, 0x08 | 0x20, None), {}, "CONTINUE flag before any block"),
+        (page_record(0, 0x02) + b"\x07", {}, "zero page with fill byte 0x7"),
+        (b"", {"footer": 9}, "footer of section 9, expected 1"),
+        (b"", {"section_name": "block"}, "unsupported iterative section 'block'"),
+    ],
+)
 def test_malformed_stream_names_the_problem(records: bytes, kwargs: dict, message: str) -> None:
     with pytest.raises(StreamError, match=message) as info:
         parse(stream(records, **kwargs))

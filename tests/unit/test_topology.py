@@ -15,12 +15,13 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "topologies"
 EXPECTED_ERRORS: dict[str, str] = json.loads((FIXTURES / "expected.json").read_text())
 
 
-
 def test_seed_topology_is_the_seed() -> None:
     seed = topology.load()
     assert [(n.name, n.role, n.address) for n in seed.nodes] == [
-        ("nfs", "nfs", "192.168.10.10"), ("gauss-a", "board", "192.168.10.100"),
-        ("gauss-b", "board", "192.168.10.101")]
+        ("nfs", "nfs", "192.168.10.10"),
+        ("gauss-a", "board", "192.168.10.100"),
+        ("gauss-b", "board", "192.168.10.101"),
+    ]
     assert seed.guest.address == "192.168.2.100/24" and seed.guest.gateway == "192.168.2.1"
     for node in seed.nodes:
         assert seed.expected_routes(node) == SEED_TABLES[node.name], node.name
@@ -37,8 +38,7 @@ def test_round_trip() -> None:
 
 def test_file_and_error_place(tmp_path: Path) -> None:
     path = tmp_path / "lab.toml"
-    path.write_text((FIXTURES.parent.parent.parent / "testbed" / "data" / "seed.toml")
-                    .read_text())
+    path.write_text((FIXTURES.parent.parent.parent / "testbed" / "data" / "seed.toml").read_text())
     assert topology.load(path) == topology.load()
 
 
@@ -60,6 +60,7 @@ def test_missing_file() -> None:
 
 
 def test_unknown_node_names_the_choices() -> None:
-    with pytest.raises(Exception, match="no node 'gauss-c' in the topology: use one of nfs, "
-                       "gauss-a, gauss-b"):
+    with pytest.raises(
+        Exception, match="no node 'gauss-c' in the topology: use one of nfs, gauss-a, gauss-b"
+    ):
         topology.load().node("gauss-c")

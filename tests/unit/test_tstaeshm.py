@@ -26,16 +26,18 @@ def region(tmp_path: Path) -> Path:
 
 
 def tst_sum(binary: Path, path: Path) -> tuple[str, str]:
-    out = subprocess.run([str(binary), "sum", "--file", str(path)], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [str(binary), "sum", "--file", str(path)], capture_output=True, text=True, check=True
+    ).stdout
     m = re.search(r"sum -r (\d+) (\d+)", out)
     assert m, out
     return m.group(1), m.group(2)
 
 
 def coreutils_sum(path: Path) -> tuple[str, str]:
-    fields = subprocess.run(["sum", "-r", str(path)], capture_output=True, text=True,
-                            check=True).stdout.split()
+    fields = subprocess.run(
+        ["sum", "-r", str(path)], capture_output=True, text=True, check=True
+    ).stdout.split()
     return fields[0], fields[1]
 
 
@@ -46,12 +48,16 @@ def test_sum_equals_sum_r(tstaeshm: Path, region: Path) -> None:
 @pytest.mark.parametrize("mode", ["dirty", "remap"])
 def test_writers_change_pages(tstaeshm: Path, region: Path, mode: str) -> None:
     before = region.read_bytes()
-    out = subprocess.run([str(tstaeshm), mode, "--file", str(region), "--duration", "0.5",
-                          "--seed", "7"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [str(tstaeshm), mode, "--file", str(region), "--duration", "0.5", "--seed", "7"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     m = re.search(rf"summary mode={mode} writes=(\d+) pages=(\d+)", out)
     assert m and int(m.group(1)) > 0, out
     after = region.read_bytes()
-    changed = sum(before[i:i + 4096] != after[i:i + 4096] for i in range(0, len(after), 4096))
+    changed = sum(before[i : i + 4096] != after[i : i + 4096] for i in range(0, len(after), 4096))
     assert changed == int(m.group(2))
     assert tst_sum(tstaeshm, region) == coreutils_sum(region)
 
