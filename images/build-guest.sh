@@ -25,12 +25,19 @@ case "$arch" in
 armv7)
     debarch=armhf
     kflavour=armmp-lpae
+    # the cross compiler on every build host (amd64 and arm64 engines)
     cc="arm-linux-gnueabihf-gcc -D_FILE_OFFSET_BITS=64"
     ;;
 armv8)
     debarch=arm64
     kflavour=arm64
-    cc="aarch64-linux-gnu-gcc"
+    # native gcc where the build host is arm64 itself, the cross compiler elsewhere
+    # (Dockerfile.qemu-arm installs the same choice)
+    if [ "$(dpkg --print-architecture)" = arm64 ]; then
+        cc="gcc"
+    else
+        cc="aarch64-linux-gnu-gcc"
+    fi
     ;;
 *)
     echo "build-guest.sh: unknown arch '$arch' (armv7 or armv8)" >&2
@@ -56,7 +63,8 @@ mkdir -p "$out/bin"
 cp "pkg/boot/vmlinuz-$kver" "$out/kernel"
 
 # Static guest programs, from the same sources the host-side unit tests compile.
-$cc -static -O2 -Wall -Wextra -Werror -o "$out/bin/dirtyram" "$src/dirtyram.c"
+$cc -static -O2 -Wall -Wextra -Werror -o "$out/bin/tbload" "$src/tbload.c"
+cp "$out/bin/tbload" "$out/bin/dirtyram" # tbload's seed mode in dirtyram's own format
 $cc -static -O2 -Wall -Wextra -Werror -o "$out/bin/tstaeshm" "$src/tstaeshm.c"
 cp "$src/writeout.sh" "$out/bin/writeout.sh"
 
@@ -85,7 +93,8 @@ skeleton() {
     cp pkg/bin/busybox "$1/bin/busybox"
     ln -sf busybox "$1/bin/sh"
     cp "$src/guest-up.sh" "$1/sbin/guest-up.sh"
-    cp "$out/bin/dirtyram" "$out/bin/tstaeshm" "$out/bin/writeout.sh" "$1/usr/local/bin/"
+    cp "$out/bin/tbload" "$out/bin/dirtyram" "$out/bin/tstaeshm" "$out/bin/writeout.sh" \
+        "$1/usr/local/bin/"
     echo "root:x:0:0:root:/root:/bin/sh" > "$1/etc/passwd"
     echo "root:x:0:" > "$1/etc/group"
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,7 +10,10 @@ from pathlib import Path
 SOURCES = Path(__file__).resolve().parents[2] / "images" / "guest"
 
 
-def compile_program(name: str, dest: Path) -> Path:
+def compile_program(name: str, dest: Path, also_as: str | None = None) -> Path:
+    """Compiles ``images/guest/{name}.c`` into ``dest/name``; with ``also_as``, the same
+    binary is also ``dest/also_as`` (a hard link, as build-guest.sh installs tbload as
+    dirtyram: a program may act on the name it was invoked as)."""
     cc = shutil.which("cc") or shutil.which("gcc")
     assert cc, "a C compiler (cc or gcc) is needed to test the guest programs on the host"
     out = dest / name
@@ -27,4 +31,8 @@ def compile_program(name: str, dest: Path) -> Path:
         ],
         check=True,
     )
+    if also_as:
+        alias = dest / also_as
+        alias.unlink(missing_ok=True)
+        os.link(out, alias)
     return out
