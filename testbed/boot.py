@@ -12,17 +12,18 @@ from typing import Any
 import docker
 import docker.errors
 
-from testbed import images, labels
+from testbed import images, labels, platforms
 from testbed.arch import get_arch
 from testbed.errors import UserError
 from testbed.node.__main__ import RESULT_PREFIX
 from testbed.node.accel import ACCELS
-from testbed.privileges import BOOT, Privileges
+from testbed.privileges import boot_privileges
 
 LOG = logging.getLogger(__name__)
 
-KVM_DEVICE = "/dev/kvm"
 ROOTS = ("initramfs", "disk")
+# A board of another platform runs QEMU under qemu-user: many times slower.
+EMULATED_TIMEOUT = 1800.0
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,8 @@ class BootRequest:
     accel: str = "auto"
     suite: str = images.DEFAULT_SUITE
     root: str = "initramfs"  # or "disk": switch_root into a copy of the ext3 root disk
-    timeout: float = 180.0
+    timeout: float | None = None  # to the guest's ready marker: 180 s, emulated 1800 s
+    platform: str | None = None  # the board image's platform; None: the engine's own
 
     def validate(self) -> None:
         arch = get_arch(self.arch)
@@ -51,14 +53,41 @@ class BootRequest:
         images.check_suite(self.suite)
         if self.root not in ROOTS:
             raise UserError(f"unknown root {self.root!r}", f"use one of {', '.join(ROOTS)}")
+        if self.platform is not None:
+            platforms.get_platform(self.platform)
 
 
-def privileges_for(accel: str, engine_arch: str) -> Privileges:
-    """A boot container needs nothing (no network either), except /dev/kvm where KVM
-    could run an ARM guest at all: an ARM engine, and auto or kvm requested."""
-    if accel in ("auto", "kvm") and engine_arch in ("aarch64", "arm64"):
-        return Privileges(devices={KVM_DEVICE: "KVM acceleration of the ARM guest"})
-    return BOOT
+@dataclass(frozen=True)
+class BootPlan:
+    """Everything decided before a container is created."""
+
+    image: str  # the tag, for the report
+    image_id: str  # what the container is created from (a local ID is never pulled)
+    board: platforms.Platform
+    engine: platforms.EngineFacts
+    accel: str  # resolved: tcg | kvm
+    timeout: float
+
+    @property
+    def emulated(self) -> bool:
+        return self.board != self.engine.platform
+
+
+def plan(client: docker.DockerClient, request: BootRequest) -> BootPlan:
+    """Image, platform and accelerator, all checked before anything is created: a missing
+    or wrong-platform image, a platform the engine cannot emulate, or --accel kvm where KVM
+    is impossible is one line and nothing is left behind."""
+    request.validate()
+    engine = platforms.engine_platform(client)
+    board = platforms.get_platform(request.platform) if request.platform else engine
+    target = images.Target(board, engine)
+    platforms.check_emulation(client, board, engine)
+    tag = target.board(request.suite)
+    image = images.require_image(client, tag, board)
+    facts = platforms.engine_facts(client, request.accel, str(image.id), board, engine)
+    accel = platforms.resolve_accel(request.accel, get_arch(request.arch), facts, board)
+    timeout = request.timeout or (EMULATED_TIMEOUT if target.foreign else 180.0)
+    return BootPlan(tag, str(image.id), board, facts, accel, timeout)
 
 
 def boot(
@@ -68,11 +97,8 @@ def boot(
 ) -> dict[str, object]:
     """Boot the guest in a new board container; the container is removed in every case
     (also on Ctrl-C, which arrives here as KeyboardInterrupt)."""
-    request.validate()
-    image = images.board_image(request.suite)
-    images.require_image(client, image)
-    engine_arch = str(client.info().get("Architecture", ""))
-    privileges = privileges_for(request.accel, engine_arch)
+    decided = plan(client, request)
+    privileges = boot_privileges(decided.accel)
     command = [
         "python3",
         "-m",
@@ -85,30 +111,26 @@ def boot(
         "--smp",
         str(request.smp),
         "--accel",
-        request.accel,
+        decided.accel,
         "--timeout",
-        str(request.timeout),
+        str(decided.timeout),
         "--root",
         request.root,
     ]
     name = f"testbed-boot-{request.arch}-{uuid.uuid4().hex[:8]}"
+    # From the image's ID and without a platform option: the engine takes the local image
+    # that require_image checked and never tries to pull (Docker 20.10 pulls when
+    # --platform names a platform its local image does not say it is).
     create: dict[str, Any] = dict(
-        image=image,
+        image=decided.image_id,
         command=command,
         name=name,
-        labels=labels.for_object("boot"),
+        labels=labels.for_object("boot", **{platforms.PLATFORM_LABEL: decided.board.name}),
         network_mode="none",
         init=True,
         **privileges.container_kwargs(),
     )
-    try:
-        container = client.containers.create(**create)
-    except docker.errors.APIError as exc:
-        if not privileges.devices or request.accel == "kvm":
-            raise
-        LOG.info("no %s on the Docker host (%s): TCG", KVM_DEVICE, exc.explanation)
-        create.update(BOOT.container_kwargs())
-        container = client.containers.create(**create)
+    container = client.containers.create(**create)
     result: dict[str, object] | None = None
     stderr_tail: list[str] = []
     try:
@@ -121,7 +143,7 @@ def boot(
                 stderr_tail = (stderr_tail + [line])[-30:]
                 if on_log:
                     on_log(line)
-        status = container.wait(timeout=30)
+        status = container.wait(timeout=60)
     finally:
         try:
             container.remove(force=True)
@@ -134,5 +156,9 @@ def boot(
         )
     if "error" in result:
         raise UserError(str(result["error"]))
-    result["image"] = image
+    result["image"] = decided.image
+    result["platform"] = decided.board.name
+    result["engine_platform"] = decided.engine.platform.name
+    result["emulated"] = decided.emulated
+    result["kvm_probe"] = decided.engine.detail
     return result

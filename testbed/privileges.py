@@ -4,7 +4,7 @@ container gets is listed here with its reason."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from testbed.seccomp import nfs_server_security_opt
@@ -43,6 +43,10 @@ class Privileges:
         return rows or [("nothing", "no capability, no device, Docker's seccomp profile")]
 
 
+KVM_DEVICE = "/dev/kvm"
+KVM_REASON = "KVM acceleration of the ARM guest (qemu-system-aarch64 -accel kvm)"
+RESOLVED_ACCELS = ("tcg", "kvm")
+
 # A throwaway board that boots a TCG guest without a network: QEMU needs nothing.
 BOOT = Privileges()
 
@@ -71,3 +75,26 @@ NFS = Privileges(
     "the VFS FSAL needs; this deny-list profile allows it and refuses the rest of what "
     "Docker refuses",
 )
+
+
+def with_kvm(base: Privileges) -> Privileges:
+    """``base`` plus /dev/kvm as a device: a device, never --privileged, and no
+    capability (KVM's ioctls need none; the container's root owns the device node)."""
+    return replace(base, devices={**base.devices, KVM_DEVICE: KVM_REASON})
+
+
+def _for_accel(base: Privileges, accel: str) -> Privileges:
+    if accel not in RESOLVED_ACCELS:
+        raise ValueError(f"accel must be resolved to tcg or kvm first, got {accel!r}")
+    return with_kvm(base) if accel == "kvm" else base
+
+
+def boot_privileges(accel: str) -> Privileges:
+    """A ``testbed boot`` container for a resolved accelerator (platforms.resolve_accel):
+    nothing, plus /dev/kvm only for kvm."""
+    return _for_accel(BOOT, accel)
+
+
+def board_privileges(accel: str) -> Privileges:
+    """Gauss A / Gauss B for a resolved accelerator: BOARD, plus /dev/kvm only for kvm."""
+    return _for_accel(BOARD, accel)

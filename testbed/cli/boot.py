@@ -11,6 +11,7 @@ from testbed.boot import ROOTS
 from testbed.cli.output import err, out, print_json, table
 from testbed.images import DEFAULT_SUITE, SUITES
 from testbed.node.accel import ACCELS
+from testbed.platforms import PLATFORMS
 
 LOG = logging.getLogger("testbed")
 
@@ -21,14 +22,18 @@ def cmd_boot(args: argparse.Namespace) -> int:
 
     arches = list(ARCHES) if args.arch == "all" else [args.arch]
     requests = [
-        BootRequest(a, args.mem, args.smp, args.accel, args.qemu_suite, args.root) for a in arches
+        BootRequest(
+            a, args.mem, args.smp, args.accel, args.qemu_suite, args.root, platform=args.platform
+        )
+        for a in arches
     ]
     for request in requests:
         request.validate()
     client = docker_client.connect()
     results = []
     for request in requests:
-        with err.status(f"booting {request.arch} in a board container") as status:
+        where = f" ({request.platform})" if request.platform else ""
+        with err.status(f"booting {request.arch} in a board container{where}") as status:
 
             def on_log(line: str, status: Any = status, arch: str = request.arch) -> None:
                 LOG.debug("%s: %s", arch, line)
@@ -41,7 +46,18 @@ def cmd_boot(args: argparse.Namespace) -> int:
     out.print(
         table(
             "boot",
-            ["arch", "uname -m", "kernel", "QEMU", "accel", "root", "-m", "-smp", "boot to ready"],
+            [
+                "arch",
+                "uname -m",
+                "kernel",
+                "QEMU",
+                "accel",
+                "board",
+                "root",
+                "-m",
+                "-smp",
+                "boot to ready",
+            ],
             [
                 [
                     str(r["arch"]),
@@ -49,6 +65,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
                     str(r["kernel_release"]),
                     str(r["qemu_version"]),
                     str(r["accel"]),
+                    f"{r['platform']}{' (emulated)' if r['emulated'] else ''}",
                     str(r["root"]),
                     str(r["mem_mb"]),
                     str(r["smp"]),
@@ -80,7 +97,14 @@ def register(sub: Any) -> None:
         "--accel",
         choices=ACCELS,
         default="auto",
-        help="auto: KVM where the host can run the guest, else TCG",
+        help="auto: KVM where the Docker engine can give it to the board for this guest "
+        "(an arm64 engine with /dev/kvm; armv7 also needs AArch32 at EL1), else TCG",
+    )
+    boot.add_argument(
+        "--platform",
+        choices=list(PLATFORMS),
+        help="the board image's platform (default: the engine's own); another one runs "
+        "by emulation (binfmt_misc, qemu-user) from `testbed images build --platform P`",
     )
     boot.add_argument(
         "--qemu-suite",

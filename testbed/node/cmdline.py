@@ -86,7 +86,13 @@ def kernel_append(cfg: GuestConfig) -> str:
 
 
 def machine_args(cfg: GuestConfig) -> list[str]:
-    """Binary, machine, accelerator and CPU."""
+    """Binary, machine, accelerator and CPU.
+
+    Under KVM the guest gets the host's own CPU and GIC, through qemu-system-aarch64 for
+    both arches: ``-cpu host`` for armv8, ``-cpu host,aarch64=off`` for armv7 (QEMU accepts
+    aarch64=off only with KVM on a host with KVM_CAP_ARM_EL1_32BIT, which the accelerator
+    resolution checks first: accel.choose_accel on the node, platforms.resolve_accel on
+    the host)."""
     if cfg.accel == "kvm":
         cpu = "host" if cfg.arch.aarch64 else "host,aarch64=off"
         return [KVM_BINARY, "-machine", "virt,gic-version=host", "-accel", "kvm", "-cpu", cpu]
