@@ -1,0 +1,141 @@
+"""What a report shows, as data: one row per check of a single run, and one summary per
+cell of a matrix (runs, failing, known defects, pages lost, first failure)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from testbed.matrix.records import (
+    SUITE_QEMU,
+    Cell,
+    FrontierPoint,
+    JsonObject,
+    RunRecord,
+)
+
+OUTCOMES = ("pass", "fail", "known-defect", "skipped")
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """One check of one run: its name, what it looked at, its outcome and the evidence."""
+
+    name: str  # e.g. ram-pages, load-stale, checkpoint, qemu-alive
+    subject: str  # what was checked, e.g. "migration 1: gauss-a -> gauss-b"
+    outcome: str  # pass | fail | known-defect | skipped
+    summary: str  # the evidence in one line, e.g. "0 of 131072 pages differ"
+
+    def to_json(self) -> JsonObject:
+        return {
+            "name": self.name,
+            "subject": self.subject,
+            "outcome": self.outcome,
+            "summary": self.summary,
+        }
+
+
+@dataclass(frozen=True)
+class CellSummary:
+    """The runs of one cell, counted."""
+
+    cell: Cell
+    qemu_versions: tuple[str, ...]
+    runs: int
+    failing: int  # verdict fail (no known defect explains it)
+    known: int  # verdict known-defect
+    known_defects: tuple[str, ...]  # the ids matched
+    pages_lost_sum: int
+    pages_lost_max: int
+    first_failure: str  # of the first run (by run number) that did not pass
+    records: tuple[RunRecord, ...] = field(repr=False, default=())
+
+    @property
+    def passing(self) -> int:
+        return self.runs - self.failing - self.known
+
+    def to_json(self) -> JsonObject:
+        return {
+            "key": self.cell.key,
+            "cell": self.cell.to_json(),
+            "qemu_versions": [v for v in self.qemu_versions],
+            "runs": self.runs,
+            "failing": self.failing,
+            "known_defect": self.known,
+            "known_defects": [d for d in self.known_defects],
+            "passing": self.passing,
+            "pages_lost_sum": self.pages_lost_sum,
+            "pages_lost_max": self.pages_lost_max,
+            "first_failure": self.first_failure,
+        }
+
+
+def summarize(records: Sequence[RunRecord]) -> list[CellSummary]:
+    """One summary per cell, cells in a stable order (scenario, suite, arch, smp, load,
+    accel, hold, link)."""
+    by_cell: dict[Cell, list[RunRecord]] = {}
+    for record in records:
+        by_cell.setdefault(record.cell, []).append(record)
+    summaries = []
+    for cell in sorted(by_cell, key=lambda c: c.sort_key):
+        runs = sorted(by_cell[cell], key=lambda r: r.run)
+        not_passing = [r for r in runs if r.verdict != "pass"]
+        summaries.append(
+            CellSummary(
+                cell=cell,
+                qemu_versions=tuple(sorted({r.qemu_version for r in runs})),
+                runs=len(runs),
+                failing=sum(r.verdict == "fail" for r in runs),
+                known=sum(r.verdict == "known-defect" for r in runs),
+                known_defects=tuple(sorted({r.known_defect for r in runs if r.known_defect})),
+                pages_lost_sum=sum(r.pages_lost for r in runs),
+                pages_lost_max=max((r.pages_lost for r in runs), default=0),
+                first_failure=not_passing[0].first_failure if not_passing else "",
+                records=tuple(runs),
+            )
+        )
+    return summaries
+
+
+def frontier_points(records: Sequence[RunRecord]) -> list[FrontierPoint]:
+    """Every migration whose load has a nominal dirty rate, as a point of the frontier."""
+    return [
+        FrontierPoint(
+            link=record.cell.link,
+            link_bps=trace.link_bps,
+            dirty_rate_bps=trace.load_dirty_rate_bps,
+            converged=trace.converged,
+            arch=record.cell.arch,
+            qemu_version=record.qemu_version,
+        )
+        for record in records
+        for trace in record.migrations
+        if trace.load_dirty_rate_bps is not None
+    ]
+
+
+def qemu_text(summary: CellSummary) -> str:
+    """``bookworm-backports (10.0.2)``; the suite's series when no run says its version."""
+    versions = ", ".join(summary.qemu_versions) or SUITE_QEMU.get(summary.cell.suite, "?")
+    return f"{summary.cell.suite} ({versions})"
+
+
+def hold_text(cell: Cell) -> str:
+    return "none" if cell.hold_s == 0 else f"{cell.hold_s:g} s"
+
+
+def cell_label(cell: Cell) -> str:
+    """A short one-line name for charts."""
+    parts = [
+        cell.scenario,
+        SUITE_QEMU.get(cell.suite, cell.suite),
+        cell.arch,
+        f"smp{cell.smp}",
+        cell.load,
+        cell.accel,
+    ]
+    if cell.hold_s:
+        parts.append(f"hold {cell.hold_s:g}s")
+    if cell.bandwidth:
+        parts.append(cell.bandwidth)
+    return " ".join(parts)
