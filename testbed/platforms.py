@@ -29,7 +29,7 @@ from testbed import labels
 from testbed.arch import GuestArch
 from testbed.errors import UserError
 from testbed.node.accel import ACCELS, KVM_DEVICE, HostFacts, kvm_refusal
-from testbed.privileges import boot_privileges
+from testbed.privileges import Privileges, board_privileges, boot_privileges
 
 LOG = logging.getLogger(__name__)
 
@@ -337,3 +337,17 @@ def engine_facts(
     kvm, el1_32bit, detail = probe_kvm(client, board_image)
     LOG.info("KVM probe on the engine: kvm=%s el1_32bit=%s (%s)", kvm, el1_32bit, detail)
     return EngineFacts(engine, kvm, el1_32bit, detail, probed=True)
+
+
+def board_privileges_for(
+    client: docker.DockerClient, requested: str, arch: str, suite: str
+) -> tuple[Privileges, str]:
+    """The lab boards' privileges and the resolved accelerator for a guest of ``arch``:
+    /dev/kvm goes to the boards only when KVM will run it.  ``--accel kvm`` where KVM is
+    impossible is refused here, before anything is created."""
+    from testbed import images
+    from testbed.arch import get_arch
+
+    facts = engine_facts(client, requested, images.board_image(suite))
+    accel = resolve_accel(requested, get_arch(arch), facts)
+    return board_privileges(accel), accel

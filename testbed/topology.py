@@ -161,9 +161,13 @@ def load(path: str | Path | None = None) -> Topology:
     else:
         source = str(path)
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise TopologyError(source, "", f"cannot read it ({exc.strerror})") from None
+        except UnicodeDecodeError as exc:
+            raise TopologyError(
+                source, "", f"not UTF-8 text (byte {exc.start}: {exc.reason})"
+            ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -341,6 +345,15 @@ class _Parser:
             seen[node.name] = node.address
             if list(seen.values()).count(node.address) > 1:
                 raise self.fail(f"{place}.address", f"{node.address} is used by another node")
+        addresses = {node.address for node in nodes} | {guest.ip}
+        for i, node in enumerate(nodes):
+            for j, route in enumerate(node.routes):
+                if route.gateway not in addresses:
+                    raise self.fail(
+                        f"nodes[{i}] ({node.name}).routes[{j}].via",
+                        f"gateway {route.gateway} is no node of the lab (nothing may be routed "
+                        "out of the lab)",
+                    )
         roles = [node.role for node in nodes]
         if roles.count("nfs") != 1:
             raise self.fail(

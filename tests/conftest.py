@@ -13,8 +13,13 @@ import pytest
 
 from testbed import images, labels
 from testbed.errors import UserError
+from testbed.topology import Topology
 
 ROOT = Path(__file__).resolve().parent.parent
+# The suite's labs use their own names and this subnet (10.210.10.0/24): a user's lab on the
+# seed's 192.168.10.0/24 is never touched, so the README's two commands can run in either
+# order with or without a lab up.
+SUITE_TOPOLOGY = str(ROOT / "tests" / "fixtures" / "topologies" / "suite.toml")
 
 
 def run_cli(
@@ -53,10 +58,39 @@ def built_images(docker_client: docker.DockerClient) -> dict[str, str]:
 
 
 def lab_for_module(name: str) -> Iterator[str]:
-    """A lab name for one test module: nothing of it before, nothing of it after."""
+    """A lab for one test module, up on the suite's subnet: nothing of it before, nothing
+    of it after."""
     run_cli("down", "--lab", name)
+    up = run_cli("up", "--lab", name, "--topology", SUITE_TOPOLOGY)
+    assert up.returncode == 0, up.stderr
     yield name
     run_cli("down", "--lab", name)
+
+
+def suite_topology() -> Topology:
+    from testbed import topology
+
+    return topology.load(SUITE_TOPOLOGY)
+
+
+def node_processes(client: docker.DockerClient, lab: str) -> dict[str, list[str]]:
+    """QEMU, replication daemons and receivers still running in each container of a lab
+    (read with ps, independently of the agent)."""
+    found: dict[str, list[str]] = {}
+    for container in client.containers.list(filters=labels.project_filter(**{labels.LAB: lab})):
+        code, out = container.exec_run(["ps", "-eo", "args"])
+        if code != 0:
+            continue
+        left = [
+            line
+            for line in out.decode().splitlines()
+            if "qemu-system" in line
+            or "testbed.node replicate" in line
+            or "testbed.node receive" in line
+        ]
+        if left:
+            found[container.name or "?"] = left
+    return found
 
 
 def labelled_containers(client: docker.DockerClient, **match: str) -> list[str]:

@@ -12,9 +12,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from testbed import __version__
-from testbed.cli import boot, images, lab, run
+from testbed.cli import boot, guest, images, lab, matrix, migrate, run
 from testbed.cli.output import err
 from testbed.errors import UserError
+from testbed.scenarios.common import Interrupted
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     boot.register(sub)
     lab.register(sub)
     run.register(sub)
+    guest.register(sub)
+    migrate.register(sub)
+    matrix.register(sub)
     return parser
 
 
@@ -45,7 +49,17 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # `testbed exec NODE [--lab L] -- CMD...`: everything after the first -- is the command
+    rest: list[str] | None = None
+    if "--" in words:
+        at = words.index("--")
+        words, rest = words[:at], words[at + 1 :]
+    args = parser.parse_args(words)
+    if rest is not None:
+        if not hasattr(args, "cmd"):
+            parser.error(f"unrecognized arguments: -- {' '.join(rest)}")
+        args.cmd = list(args.cmd) + rest
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -59,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         return 2
+    except Interrupted as exc:
+        err.print(f"interrupted: {exc.cleanup.summary()}", highlight=False)
+        return 130
     except KeyboardInterrupt:
-        err.print("interrupted: everything this command created has been removed")
+        err.print("interrupted")
         return 130

@@ -10,10 +10,13 @@ import sys
 import time
 from typing import Any
 
+from testbed import codec
 from testbed.cli.output import err, out, print_json, table
 from testbed.errors import UserError
 from testbed.images import DEFAULT_SUITE, SUITES
 from testbed.lab import DEFAULT_LAB
+from testbed.lab.routes import NodeRoutes
+from testbed.protocol import RouteEntry
 
 
 def _lab(args: argparse.Namespace, with_topology: bool = False) -> Any:
@@ -37,7 +40,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         state = lab.up(bandwidth=args.bandwidth, on_step=step)
     seconds = time.monotonic() - started
     if args.json:
-        print_json({**state.to_dict(), "seconds": round(seconds, 2)})
+        print_json({**_status_json(state), "seconds": round(seconds, 2)})
         return 0
     _print_status(state)
     out.print(f"lab {lab.name} is up ({seconds:.1f} s)")
@@ -76,7 +79,7 @@ def _print_status(state: Any) -> None:
 def cmd_status(args: argparse.Namespace) -> int:
     state = _lab(args).status()
     if args.json:
-        print_json(state.to_dict())
+        print_json(_status_json(state))
     elif not state.exists:
         out.print(f"lab {state.lab} is not up")
     else:
@@ -85,17 +88,35 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if state.healthy else 1
 
 
-def _route_text(route: dict[str, Any]) -> str:
-    via = f" via {route['gateway']}" if route.get("gateway") else ""
-    dev = f" dev {route['dev']}" if route.get("dev") else ""
-    return f"{route['dst']}{via}{dev}"
+def _status_json(state: Any) -> dict[str, Any]:
+    data = codec.to_json(state)
+    assert isinstance(data, dict)
+    return data
+
+
+def _route_text(route: RouteEntry) -> str:
+    via = f" via {route.gateway}" if route.gateway else ""
+    dev = f" dev {route.dev}" if route.dev else ""
+    return f"{route.dst}{via}{dev}"
+
+
+def _routes_json(r: NodeRoutes) -> dict[str, Any]:
+    return {
+        "node": r.node,
+        "routes": codec.to_json(r.actual),
+        "expected": codec.to_json(r.expected),
+        "missing": codec.to_json(r.missing),
+        "unexpected": codec.to_json(r.unexpected),
+        "matches": r.matches,
+        "notes": r.notes,
+    }
 
 
 def cmd_routes(args: argparse.Namespace) -> int:
     found = _lab(args).routes(args.node)
     ok = all(r.matches for r in found)
     if args.json:
-        print_json({"matches": ok, "nodes": [r.to_dict() for r in found]})
+        print_json({"matches": ok, "nodes": [_routes_json(r) for r in found]})
         return 0 if ok else 1
     for r in found:
         rows = []
@@ -113,7 +134,7 @@ def cmd_routes(args: argparse.Namespace) -> int:
 def cmd_trace(args: argparse.Namespace) -> int:
     trace = _lab(args).trace(args.src, args.dst)
     if args.json:
-        print_json(trace.to_dict())
+        print_json(codec.to_json(trace))
         return 0 if trace.reached else 1
     out.print(
         table(
@@ -137,7 +158,13 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_ping(args: argparse.Namespace) -> int:
-    code, output = _lab(args).ping(args.src, args.dst, args.count)
+    from testbed.lab.routes import resolve
+
+    lab = _lab(args)
+    address = resolve(lab.topology, args.dst)
+    code, output = lab.exec(
+        args.src, ["ping", "-c", str(args.count), "-i", "0.2", "-W", "2", address]
+    )
     sys.stdout.write(output)
     return code
 
@@ -165,16 +192,41 @@ def cmd_shell(args: argparse.Namespace) -> int:
 
 
 def cmd_switch_route(args: argparse.Namespace) -> int:
-    result = _lab(args).switch_route(args.via)
+    lab = _lab(args)
+    started = time.perf_counter()
+    result = lab.switch_route(args.via, probe=args.probe)
+    wall_ms = round((time.perf_counter() - started) * 1000, 1)
+    topo = lab.topology
+    reply_ms = (
+        round((result.first_reply_at - result.switched_at) * 1000, 1)
+        if result.first_reply_at
+        else None
+    )
     if args.json:
-        print_json(result)
-    else:
-        out.print(
-            f"{result['node']}: {result['dst']} now via {result['gateway']} "
-            f"({result['via']}): kernel {result['kernel_ms']:.3f} ms, "
-            f"round trip {result['wall_ms']:.0f} ms"
+        print_json(
+            {
+                "node": topo.nfs.name,
+                "dst": result.dst,
+                "via": args.via,
+                "gateway": result.via,
+                "kernel_ms": result.kernel_ms,
+                "wall_ms": wall_ms,
+                "first_reply_ms": reply_ms,
+            }
         )
-    return 0
+    else:
+        reply = ""
+        if args.probe:
+            reply = (
+                f"; the guest answered {reply_ms} ms later"
+                if reply_ms is not None
+                else "; the guest did not answer"
+            )
+        out.print(
+            f"{topo.nfs.name}: {result.dst} now via {result.via} ({args.via}): kernel "
+            f"{result.kernel_ms:.3f} ms, round trip {wall_ms:.0f} ms{reply}"
+        )
+    return 0 if not args.probe or reply_ms is not None else 1
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
@@ -192,11 +244,11 @@ def cmd_graph(args: argparse.Namespace) -> int:
             topo = topology.load(None)
         if lab is not None and args.format == "text":
             try:
-                answer = lab.agent(topo.nfs.name, "net", "route-get", topo.guest.ip)
+                from testbed.protocol import RouteGet
+
+                answer = lab.call(topo.nfs.name, RouteGet(topo.guest.ip))
                 guest_route = (
-                    f"via {answer['gateway']}"
-                    if answer.get("gateway")
-                    else answer.get("error", "directly")
+                    f"via {answer.gateway}" if answer.gateway else answer.error or "directly"
                 )
             except UserError:
                 guest_route = None
@@ -268,7 +320,7 @@ def register(sub: Any) -> None:
 
     exe = lab_parser("exec", "run a command in a node: testbed exec NODE -- CMD", json_flag=False)
     exe.add_argument("node")
-    exe.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    exe.add_argument("cmd", nargs="*", help="-- COMMAND [ARGS...]")
     exe.set_defaults(func=cmd_exec)
 
     switch = lab_parser(
@@ -276,6 +328,11 @@ def register(sub: Any) -> None:
         "point the NFS server's host route to the guest at a board (atomic ip route replace)",
     )
     switch.add_argument("--via", required=True, metavar="BOARD", help="gauss-a or gauss-b")
+    switch.add_argument(
+        "--probe",
+        action="store_true",
+        help="then send echo requests to the guest until it answers, and time it",
+    )
     switch.set_defaults(func=cmd_switch_route)
 
     graph = lab_parser(

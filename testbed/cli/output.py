@@ -28,3 +28,11 @@ def table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
     for row in rows:
         t.add_row(*row)
     return t
+
+
+def verdict_text(verdict: str) -> str:
+    return {
+        "pass": "[green]PASS[/green]",
+        "fail": "[red]FAIL[/red]",
+        "known-defect": "[yellow]KNOWN DEFECT[/yellow]",
+    }.get(verdict, verdict)

@@ -20,7 +20,32 @@ RunCell = Callable[[Cell, int], RunRecord]
 
 def run_cell(cell: Cell, run: int, lab: str) -> RunRecord:
     """One run of one cell in the lab ``lab``: observe, judge, match known defects."""
-    raise NotImplementedError("connected by the scenario rewrite")
+    from datetime import UTC, datetime
+
+    from testbed import docker_client
+    from testbed.scenarios.migration import MigrationParams, MigrationScenario
+    from testbed.scenarios.records import record_of
+    from testbed.scenarios.shmem import ShmemParams, ShmemScenario
+
+    client = docker_client.connect()
+    started = datetime.now(UTC)
+    if cell.scenario == "migration":
+        params = MigrationParams(
+            arch=cell.arch,
+            loads=tuple(cell.load.split("+")),
+            smp=cell.smp,
+            accel=cell.accel,
+            suite=cell.suite,
+            lab=lab,
+            hold=cell.hold_s,
+            bandwidth=cell.bandwidth,
+        )
+        result = MigrationScenario(client, params).run()
+        return record_of(result, run, started)
+    shmem = ShmemParams(
+        arch=cell.arch, workload=cell.load, accel=cell.accel, suite=cell.suite, lab=lab
+    )
+    return record_of(ShmemScenario(client, shmem).run(), run, started)
 
 
 @dataclass(frozen=True)

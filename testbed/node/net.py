@@ -7,51 +7,20 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import select
 import socket
+import struct
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
+
+from testbed.protocol import NetConfig, ProbeResult, RouteLookup
 
 LOG = logging.getLogger(__name__)
 
 MAIN_TABLE = 254
 TBF_HANDLE = 0x10000  # "1:", the root qdisc
-
-
-@dataclass(frozen=True)
-class TapSpec:
-    name: str
-    address: str  # CIDR
-    mac: str
-
-
-@dataclass(frozen=True)
-class RouteSpec:
-    dst: str  # "default" or a prefix
-    gateway: str
-
-
-@dataclass
-class NetConfig:
-    """What one node's network must look like (made by the host from the topology)."""
-
-    taps: list[TapSpec] = field(default_factory=list)
-    routes: list[RouteSpec] = field(default_factory=list)
-    lab_device: str = "eth0"
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NetConfig:
-        return cls(
-            taps=[TapSpec(**t) for t in data.get("taps", [])],
-            routes=[RouteSpec(**r) for r in data.get("routes", [])],
-            lab_device=data.get("lab_device", "eth0"),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _index(ipr: IPRoute, ifname: str) -> int:
@@ -127,23 +96,26 @@ def routes() -> list[dict[str, str | None]]:
     return table
 
 
-def route_get(dst: str) -> dict[str, str | None]:
-    """``ip route get DST``: the route the kernel picks, or ``{"error": ...}``."""
+def route_get(dst: str) -> RouteLookup:
+    """``ip route get DST``: the route the kernel picks, or why there is none."""
     with IPRoute() as ipr:
         try:
             answer = ipr.route("get", dst=dst)[0]
         except NetlinkError as exc:
-            return {"dst": dst, "error": exc.args[1] if len(exc.args) > 1 else str(exc)}
+            return RouteLookup(
+                dst, error=exc.args[1] if len(exc.args) > 1 else str(exc), forwarding=forwarding()
+            )
         names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-        return {
-            "dst": dst,
-            "gateway": answer.get_attr("RTA_GATEWAY"),
-            "dev": names.get(answer.get_attr("RTA_OIF")),
-            "prefsrc": answer.get_attr("RTA_PREFSRC"),
-            "type": {1: "unicast", 2: "local", 7: "unreachable"}.get(
+        return RouteLookup(
+            dst=dst,
+            gateway=answer.get_attr("RTA_GATEWAY"),
+            dev=names.get(answer.get_attr("RTA_OIF")),
+            prefsrc=answer.get_attr("RTA_PREFSRC"),
+            type={1: "unicast", 2: "local", 7: "unreachable"}.get(
                 answer["type"], str(answer["type"])
             ),
-        }
+            forwarding=forwarding(),
+        )
 
 
 def forwarding() -> bool:
@@ -210,3 +182,53 @@ def parse_rate(rate: str) -> int:
                 break
             return int(value * _UNITS[unit])
     raise ValueError(f"bad rate {rate!r}: use a number with kbit, mbit or gbit, e.g. 1gbit")
+
+
+ICMP_ECHO_REQUEST = 8
+ICMP_ECHO_REPLY = 0
+
+
+def probe(
+    address: str, seconds: float, interval_ms: float, until_reply: bool = False
+) -> ProbeResult:
+    """ICMP echo requests to ``address`` every ``interval_ms`` for ``seconds`` (or until
+    the first reply); counts the replies and times the first one (epoch seconds).  Uses an
+    ICMP datagram socket, as ping does without CAP_NET_RAW."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+    sock.setblocking(False)
+    started_at = time.time()
+    started = time.monotonic()
+    deadline = started + seconds
+    interval = interval_ms / 1000
+    sent = replies = 0
+    first: float | None = None
+    next_send = started
+    try:
+        while True:
+            now = time.monotonic()
+            if now >= deadline or (until_reply and first is not None):
+                break
+            if now >= next_send:
+                sent += 1
+                # the kernel fills in the identifier and the checksum of a ping socket
+                packet = struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, 0, 0, sent & 0xFFFF)
+                try:
+                    sock.sendto(packet + b"gauss-testbed", (address, 0))
+                except OSError as exc:  # e.g. no route: keep trying until the deadline
+                    LOG.debug("probe %s: %s", address, exc)
+                next_send += interval
+            ready, _, _ = select.select([sock], [], [], max(0.0, min(next_send, deadline) - now))
+            if ready:
+                try:
+                    data = sock.recv(2048)
+                except OSError:
+                    continue
+                if data and data[0] == ICMP_ECHO_REPLY:
+                    replies += 1
+                    if first is None:
+                        first = time.time()
+    finally:
+        sock.close()
+    return ProbeResult(
+        address, sent, replies, first, started_at, round(time.monotonic() - started, 3)
+    )

@@ -30,43 +30,20 @@ import struct
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
+from testbed import codec
+from testbed.node.migration import capability_settings
 from testbed.node.stream import MigrationStreamParser, StreamError
 
 LOG = logging.getLogger(__name__)
 
 PAGE = 4096
 HASH_BYTES = 8
-# Off for every migration the testbed makes: the stream must carry plain pages, and the
-# guest must not be slowed to make it converge.
-CAPABILITIES_OFF = (
-    "xbzrle",
-    "compress",
-    "auto-converge",
-    "postcopy-ram",
-    "multifd",
-    "zero-blocks",
-    "postcopy-preempt",
-    "switchover-ack",
-    "dirty-limit",
-    "mapped-ram",
-    "background-snapshot",
-    "x-ignore-shared",
-)
-
-
-def capabilities_off(available: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The ``migrate-set-capabilities`` argument turning off those of CAPABILITIES_OFF that
-    this QEMU knows (``available`` is ``query-migrate-capabilities``' answer)."""
-    known = {c["capability"] for c in available}
-    return [{"capability": c, "state": False} for c in CAPABILITIES_OFF if c in known]
-
-
 ITERATE_DOWNTIME_MS = 1  # keep iterating (0 is refused by QEMU 7.2)
 CONVERGE_DOWNTIME_MS = 300
 # Low enough that a hot 1 MiB region never fits the 1 ms downtime, high enough that the
@@ -161,7 +138,7 @@ class RemoteDestination:
     def write(self, offset: int, data: bytes) -> None:
         self.out.write(b"W" + struct.pack(">QI", offset, len(data)) + data)
 
-    def _ask(self, op: bytes) -> bytes:
+    def _ask(self, op: bytes) -> BinaryIO:
         self.out.write(op)
         self.out.flush()
         return self.inp
@@ -191,7 +168,13 @@ class RemoteDestination:
         self.sock.close()
 
 
-def serve_receiver(listen: str, dest_path: str, once: bool = True) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ReceiverResult:
+    dest: str
+    writes: int
+
+
+def serve_receiver(listen: str, dest_path: str, once: bool = True) -> ReceiverResult:
     """``receive``: write what a daemon sends into ``dest_path``."""
     host, _, port = listen.rpartition(":")
     server = socket.create_server((host or "0.0.0.0", int(port)), reuse_port=False)
@@ -233,7 +216,7 @@ def serve_receiver(listen: str, dest_path: str, once: bool = True) -> dict[str, 
                 if dest is not None:
                     dest.close()
             if once:
-                return {"dest": dest_path, "writes": served}
+                return ReceiverResult(dest_path, served)
     finally:
         server.close()
 
@@ -277,24 +260,20 @@ class ReplicationReport:
     active_epochs: int = 0  # epochs in which the guest wrote the region
     checkpoints: int = 0
     inexact: list[Checkpoint] = field(default_factory=list)  # every inexact checkpoint
+    all_checkpoints: list[Checkpoint] = field(default_factory=list)
     final: Checkpoint | None = None
     dropped_pages: list[int] = field(default_factory=list)
     stop_reason: str = ""
     seconds: float = 0.0
     resumed: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["pages_copied"] = self.shm_pages + self.precopy_pages
-        data["checkpoint_summary"] = {
-            "count": self.checkpoints,
-            "exact": self.checkpoints - len(self.inexact),
-            "inexact": len(self.inexact),
-        }
-        data["replication_mbps"] = (
-            round((self.shm_pages * PAGE * 8 / 1e6) / self.seconds, 3) if self.seconds else 0.0
-        )
-        return data
+    @property
+    def pages_copied(self) -> int:
+        return self.shm_pages + self.precopy_pages
+
+    @property
+    def replication_mbps(self) -> float:
+        return round((self.shm_pages * PAGE * 8 / 1e6) / self.seconds, 3) if self.seconds else 0.0
 
 
 class Replicator:
@@ -355,7 +334,7 @@ class Replicator:
     def _configure(self, downtime_ms: int) -> None:
         self.cmd(
             "migrate-set-capabilities",
-            capabilities=capabilities_off(self.cmd("query-migrate-capabilities")),
+            capabilities=capability_settings(self.cmd("query-migrate-capabilities"), events=False),
         )
         self.cmd(
             "migrate-set-parameters",
@@ -439,6 +418,7 @@ class Replicator:
             report.stream_bytes += stats.stream_bytes
             checkpoint = self._checkpoint(epoch, final)
             report.checkpoints += 1
+            report.all_checkpoints.append(checkpoint)
             if not checkpoint.exact:
                 report.inexact.append(checkpoint)
             if final:
@@ -586,7 +566,7 @@ def run_daemon(
     until_quiet: float | None,
     checkpoint_every: float,
     result_path: str | None,
-) -> dict[str, Any]:
+) -> ReplicationReport:
     if not os.path.exists(shm):
         raise ReplicationError(
             f"no shared-memory file {shm}: is the VM running with "
@@ -611,9 +591,9 @@ def run_daemon(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        result = replicator.run().to_dict()
+        result = replicator.run()
     finally:
         destination.close()
     if result_path:
-        Path(result_path).write_text(json.dumps(result, indent=2))
+        Path(result_path).write_text(json.dumps(codec.to_json(result), indent=2))
     return result

@@ -1,37 +1,96 @@
 """Seed procedure 1: live migration of a guest whose root disk is on the NFS server,
-verified page by page.
+observed, then judged by the checks of :mod:`testbed.checks.migration`.
 
-Per migration: the destination starts paused (-S) with -incoming; after completion both
-sides are paused, guest RAM is dumped on both through QMP (pmemsave) and compared page by
-page; then the destination resumes, dirtyram on the destination must show no stale page
-over at least two full passes, writeout's time lines must go on, and the NFS server
-reaches the guest again only after its route is switched."""
+Per migration: the destination starts paused (-S) with -incoming; the source's agent
+migrates, timing it by QEMU's events; both sides paused, guest RAM is dumped on both and
+compared page by page; the destination resumes and the NFS server's route is switched at
+once, while echo requests time the guest's first answer; through the old route the guest
+must not answer; the loads on the destination must check their passes without a stale
+page; writeout's time lines must go on.  A fault (a node that dies, a QEMU that crashes,
+a migration that fails) is an observation too: it ends in a verdict, never a traceback."""
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
+import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import docker
 
-from testbed import images, topology
+from testbed import codec, images
 from testbed.arch import get_arch
+from testbed.checks.base import CheckResult, VerdictKind
+from testbed.checks.migration import (
+    DiskObservation,
+    FinalLoad,
+    HopObservation,
+    LoadObservation,
+    MemoryObservation,
+    MigrationObservations,
+    NetworkObservation,
+    SourceAfterFailure,
+    WriteoutObservation,
+    judge,
+    older_stamp,
+    outage_ms,
+    switch_to_reply_ms,
+)
 from testbed.errors import UserError
 from testbed.lab import Lab
+from testbed.loads import (
+    STAMP_MAGICS,
+    LoadSpec,
+    check_cpus,
+    check_fits,
+    ensure_unique_idents,
+    parse_load,
+    parse_load_output,
+    pass_seconds,
+)
+from testbed.matrix.records import Cell, IterationSample, MigrationTrace
 from testbed.node.accel import ACCELS
 from testbed.node.net import parse_rate
-from testbed.node.replicate import capabilities_off
-from testbed.scenarios.guestlog import (
-    decode_stamp,
-    differing_pages,
-    parse_dirtyram,
-    parse_writeout,
+from testbed.protocol import (
+    ConsoleRead,
+    ConsoleSend,
+    ConsoleWaitFor,
+    GuestReady,
+    ListVms,
+    Migrate,
+    MigrationOutcome,
+    MigrationSample,
+    MigrationSettings,
+    PrepareIncoming,
+    Probe,
+    RamFind,
+    RamPeek,
+    RamPoke,
+    Release,
+    RouteReplace,
+    Run,
+    VmCont,
+    VmSpec,
+    VmStart,
+    VmStatus,
+    VmStop,
+    VmWaitReady,
+    VmWaitStatus,
+    WaitLoadPasses,
 )
+from testbed.scenarios.common import (
+    FAULTS,
+    CleanupReport,
+    Interrupted,
+    KnownDefectRef,
+    LabRun,
+    decide,
+    fault_text,
+    node_died,
+)
+from testbed.scenarios.memory import compare_ram
 from testbed.topology import Node
 
 LOG = logging.getLogger(__name__)
@@ -40,17 +99,70 @@ MIGRATION_PORT = 4321
 GDB_PORT = 1234
 UNLIMITED_BANDWIDTH = 100 * 1024**3  # bytes/s: QEMU's own cap (128 MiB/s on 7.2) must not limit
 PEEK_LIMIT = 32  # differing pages whose stamps are decoded and reported
+OLD_ROUTE_PROBE_S = 0.3
+_WRITEOUT = re.compile(r"writeout: (\d+) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
 
 StepCallback = Callable[[str], None]
-ProgressCallback = Callable[[dict[str, Any]], None]
+ProgressCallback = Callable[[MigrationSample], None]
 
 
-@dataclass
+@dataclass(frozen=True)
+class Injections:
+    """Negative controls: each makes one check fail for real, to prove that it can."""
+
+    corrupt_page: int | None = None  # ram-pages: alter this guest page on the destination
+    stale_load_page: bool = False  # load-stale: give a load's page an older stamp
+    time_jump: int = 0  # writeout-gap: move the destination guest's clock on by N s
+    split_brain: bool = False  # unreachable-before-switch: resume the source after migrating
+    no_route_switch: bool = False  # reachable-after-switch: leave the NFS route unswitched
+    corrupt_disk: bool = False  # e2fsck: corrupt the root inode's link count before e2fsck
+
+    @property
+    def needs_gdb(self) -> bool:
+        return self.corrupt_page is not None or self.stale_load_page
+
+
+INJECTIONS = {
+    "corrupt-page": "PAGE: alter guest page PAGE on the destination (ram-pages must fail)",
+    "stale-load-page": "give one page of the first load an older stamp (load-stale must fail)",
+    "time-jump": "S: move the destination guest's clock S seconds on (writeout-gap must fail)",
+    "split-brain": "resume the source after the migration (unreachable-before-switch must fail)",
+    "no-route-switch": "leave the NFS server's route unswitched (reachable-after-switch must fail)",
+    "corrupt-disk": "corrupt the root inode's link count before e2fsck (e2fsck must fail)",
+}
+
+
+def parse_injections(texts: list[str], corrupt_page: int | None = None) -> Injections:
+    values: dict[str, object] = {}
+    for text in texts:
+        name, _, arg = text.partition("=")
+        if name not in INJECTIONS:
+            raise UserError(
+                f"--inject {text}: unknown fault {name!r}", f"use one of {', '.join(INJECTIONS)}"
+            )
+        if name in ("corrupt-page", "time-jump"):
+            if not arg.isdigit():
+                raise UserError(f"--inject {text}: {name} needs a number", f"e.g. {name}=30")
+            values[name] = int(arg)
+        elif arg:
+            raise UserError(f"--inject {text}: {name} takes no value", f"use --inject {name}")
+        else:
+            values[name] = True
+    page = values.get("corrupt-page", corrupt_page)
+    return Injections(
+        corrupt_page=int(page) if isinstance(page, int) else None,
+        stale_load_page=bool(values.get("stale-load-page", False)),
+        time_jump=int(values.get("time-jump", 0)),  # type: ignore[call-overload]
+        split_brain=bool(values.get("split-brain", False)),
+        no_route_switch=bool(values.get("no-route-switch", False)),
+        corrupt_disk=bool(values.get("corrupt-disk", False)),
+    )
+
+
+@dataclass(frozen=True)
 class MigrationParams:
     arch: str = "armv7"
-    pages: int = 16384  # 64 MiB of 4 KiB pages
-    burst: int = 512
-    period_ms: int = 50
+    loads: tuple[str, ...] = ("seed:16384:512:50",)
     mem_mb: int = 512
     smp: int = 1
     bandwidth: str | None = None  # tc tbf on the boards' lab link
@@ -59,12 +171,17 @@ class MigrationParams:
     suite: str = images.DEFAULT_SUITE
     lab: str = "gauss"
     topology_file: str | None = None
-    passes_before: int = 1  # full dirtyram passes before migrating
-    passes_after: int = 2  # full passes the destination must check with no stale page
+    passes_before: int = 1  # full load passes before migrating
+    passes_after: int = 2  # passes the destination must check with no stale page
+    hold: float = 0.0  # seconds of iterating at downtime-limit 1 ms before converging
     migration_timeout: float = 600.0
     stall_timeout: float = 15.0  # no progress this long: the migration is cancelled
     retries: int = 0  # a failed migration is tried again this many times
-    corrupt_page: int | None = None  # negative control: alter this guest page on arrival
+    inject: Injections = field(default_factory=Injections)
+    keep: bool = False  # leave the lab and the last guest running
+
+    def load_specs(self) -> list[LoadSpec]:
+        return ensure_unique_idents([parse_load(text) for text in self.loads])
 
     def validate(self) -> None:
         arch = get_arch(self.arch)
@@ -72,31 +189,28 @@ class MigrationParams:
             raise UserError(
                 f"unknown accelerator {self.accel!r}", f"use one of {', '.join(ACCELS)}"
             )
-        if self.pages < 1 or self.burst < 1 or self.period_ms < 1:
-            raise UserError("--pages, --burst and --period must be positive")
-        if self.burst > self.pages:
-            raise UserError(
-                f"--burst {self.burst} is larger than --pages {self.pages}",
-                "a burst rewrites at most every page once",
-            )
         if not 64 <= self.mem_mb <= arch.max_mem_mb:
             raise UserError(
                 f"--mem {self.mem_mb} is out of range for {arch.name}",
                 f"use 64 to {arch.max_mem_mb} MB",
             )
-        if self.pages * 4096 > (self.mem_mb << 20) * 0.85:
-            raise UserError(
-                f"--pages {self.pages} ({self.pages * 4096 >> 20} MiB) does not fit a guest "
-                f"with --mem {self.mem_mb}",
-                "give the guest more --mem or dirty fewer pages",
-            )
         if not 1 <= self.smp <= 8:
             raise UserError(f"--smp {self.smp} is out of range", "use 1 to 8")
+        if not self.loads:
+            raise UserError("no load given", "give at least one --load (e.g. seed)")
+        specs = self.load_specs()
+        check_fits(specs, self.mem_mb)
+        check_cpus(specs, self.smp)
         if self.round_trips < 0 or self.retries < 0:
             raise UserError("--round-trips and --retries must be 0 or more")
-        if self.corrupt_page is not None and not 0 <= self.corrupt_page < self.mem_mb * 256:
+        if not 0 <= self.hold <= 600:
+            raise UserError(f"--hold {self.hold:g} is out of range", "use 0 to 600 seconds")
+        if self.stall_timeout <= 0:
+            raise UserError("--stall-timeout must be positive")
+        page = self.inject.corrupt_page
+        if page is not None and not 0 <= page < self.mem_mb * 256:
             raise UserError(
-                f"--corrupt-page {self.corrupt_page} is outside the guest's RAM",
+                f"--corrupt-page {page} is outside the guest's RAM",
                 f"use 0 to {self.mem_mb * 256 - 1}",
             )
         if self.bandwidth is not None:
@@ -107,58 +221,134 @@ class MigrationParams:
         images.check_suite(self.suite)
 
     @property
-    def stride(self) -> int:
-        return self.pages // self.burst
-
-    @property
-    def pass_seconds(self) -> float:
-        return self.stride * self.period_ms / 1000
+    def pass_wait(self) -> float:
+        """Seconds to allow for one pass of the slowest load (at least 30)."""
+        seconds = [pass_seconds(spec) or 1.0 for spec in self.load_specs()]
+        return max(30.0, 6 * max(seconds) + 20)
 
 
-@dataclass
-class MigrationRecord:
+# -- results -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MigrationFigures:
+    status: str
+    error: str
+    total_ms: int | None
+    downtime_ms: int | None
+    setup_ms: int | None
+    transferred_bytes: int
+    throughput_mbps: float
+    dirty_sync_count: int
+    dirty_pages_rate: int
+    normal_pages: int
+    zero_pages: int
+    expected_downtime_ms: int | None
+    held_seconds: float
+    syncs_while_holding: int
+    link_fraction: float | None
+    started_at: float
+    switchover_at: float | None  # the source's STOP event
+
+
+@dataclass(frozen=True)
+class NetworkFigures:
+    reachable_before_switch: bool
+    reachable_after_switch: bool
+    outage_ms: float | None  # destination resumed -> first echo reply at the NFS server
+    switch_to_reply_ms: float | None
+    switch_kernel_ms: float | None
+
+
+@dataclass(frozen=True)
+class HopResult:
     index: int
     source: str
     destination: str
-    attempt: int = 1
-    verdict: str = "fail"
-    failures: list[str] = field(default_factory=list)
-    migration: dict[str, Any] = field(default_factory=dict)
-    memory: dict[str, Any] = field(default_factory=dict)
-    dirtyram: dict[str, Any] = field(default_factory=dict)
-    writeout: dict[str, Any] = field(default_factory=dict)
-    network: dict[str, Any] = field(default_factory=dict)
-    source_after_failure: dict[str, Any] = field(default_factory=dict)
+    attempt: int
+    verdict: str
+    failures: list[str]
+    fault: str | None
+    migration: MigrationFigures | None
+    memory: MemoryObservation | None
+    loads: list[LoadObservation]
+    writeout: WriteoutObservation | None
+    network: NetworkFigures | None
+    source_after_failure: SourceAfterFailure | None
+    iterations: list[IterationSample]
 
 
-@dataclass
+@dataclass(frozen=True)
 class MigrationResult:
     scenario: str
     arch: str
     qemu_version: str
     qemu_package: str
     accel: str
-    verdict: str
-    params: dict[str, Any]
-    migrations: list[MigrationRecord]
-    dirtyram: dict[str, Any]
-    disk: dict[str, Any]
-    boot: dict[str, Any]
+    smp: int
+    loads: list[str]
+    verdict: VerdictKind
+    known_defect: KnownDefectRef | None
+    first_failure: str
     failures: list[str]
+    checks: list[CheckResult]
+    migrations: list[HopResult]
+    final_loads: list[FinalLoad]
+    disk: DiskObservation | None
+    boot: GuestReady | None
+    fault: str | None
     wall_seconds: float
-    artifacts: dict[str, str] = field(default_factory=dict, repr=False)
+    cleanup: str
+    params: MigrationParams
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("artifacts")
-        first = self.migrations[0] if self.migrations else None
-        # the first migration's figures at the top level, every migration in the list
-        data["migration"] = first.migration if first else {}
-        data["memory"] = first.memory if first else {}
-        data["network"] = first.network if first else {}
-        return data
+    def traces(self) -> list[MigrationTrace]:
+        out = []
+        for hop in self.migrations:
+            m = hop.migration
+            if m is None:
+                continue
+            out.append(
+                MigrationTrace(
+                    index=hop.index,
+                    total_ms=m.total_ms,
+                    downtime_ms=m.downtime_ms,
+                    converged=m.status == "completed",
+                    dirty_sync_count=m.dirty_sync_count,
+                    link_bps=parse_rate(self.params.bandwidth) if self.params.bandwidth else None,
+                    load_dirty_rate_bps=nominal_dirty_rate(self.params.load_specs()),
+                    iterations=hop.iterations,
+                )
+            )
+        return out
 
 
+def nominal_dirty_rate(loads: list[LoadSpec]) -> float | None:
+    """Bits per second the loads dirty by design (only the seed load has a rate)."""
+    total = 0.0
+    for spec in loads:
+        if spec.mode != "seed" or not spec.period_ms:
+            return None
+        total += spec.burst * 4096 * 8 / (spec.period_ms / 1000)
+    return total
+
+
+def iterations(samples: list[MigrationSample], started_at: float) -> list[IterationSample]:
+    """One point per dirty-sync round (the last sample of each), for guestperf's plot."""
+    by_pass: dict[int, MigrationSample] = {}
+    for s in samples:
+        by_pass[s.dirty_sync_count] = s
+    return [
+        IterationSample(
+            t_ms=round((s.at - started_at) * 1000, 1),
+            pass_no=n,
+            transferred_bytes=s.transferred,
+            remaining_bytes=s.remaining,
+            dirty_rate_pages_s=float(s.dirty_pages_rate),
+            mbps=s.mbps,
+        )
+        for n, s in sorted(by_pass.items())
+    ]
+
+
+# -- the procedure -----------------------------------------------------------------------------
 class MigrationScenario:
     def __init__(
         self,
@@ -171,492 +361,584 @@ class MigrationScenario:
         self.client = client
         self.params = params
         self.step = on_step or (lambda text: LOG.info("%s", text))
-        self.progress = on_progress or (lambda info: None)
-        topo = topology.load(params.topology_file) if params.topology_file else None
-        self.lab = Lab(client, params.lab, topo, params.suite)
+        self.progress = on_progress or (lambda sample: None)
+        self.run_ = LabRun(
+            client, params.lab, params.topology_file, params.suite, params.keep, self.step
+        )
+        self.lab: Lab = self.run_.lab
+        self.specs = params.load_specs()
+        self.versions = ("", "", "")
+        self.boot: GuestReady | None = None
+        self.disk_url = ""
+        self.disk_path = ""
         self.artifacts: dict[str, str] = {}
-        self.versions: dict[str, str] = {}
+        self.cell: Cell | None = None
 
-    # -- helpers ---------------------------------------------------------------------------
-    def vm(self, node: str, *args: str) -> dict[str, Any]:
-        return self.lab.agent(node, "vm", *args)
-
-    def qmp(self, node: str, command: str, **arguments: Any) -> Any:
-        return self.vm(node, "qmp", "--execute", command, "--arguments", json.dumps(arguments))[
-            "return"
-        ]
-
-    def console(self, node: str) -> str:
-        return str(self.vm(node, "console")["text"])
-
-    def collect(self, label: str, node: str) -> None:
-        """Keep a VM's console and QEMU log for the report before the VM is replaced."""
-        self.artifacts[f"console-{label}-{node}.log"] = self.console(node)
-        code, log = self.lab.exec(node, ["cat", "/run/testbed/vm/guest/qemu.log"])
-        self.artifacts[f"qemu-{label}-{node}.log"] = log if code == 0 else ""
-
-    def spec(self, node: Node, incoming: bool, gdb: bool) -> dict[str, Any]:
-        p = self.params
-        topo = self.lab.topology
-        return {
-            "arch": p.arch,
-            "accel": p.accel,
-            "mem_mb": p.mem_mb,
-            "smp": p.smp,
-            "disk": self.disk_url,
-            "tap": node.taps[0].name,
-            "mac": topo.guest.mac,
-            "guest_ip": topo.guest.address,
-            "guest_gateway": topo.guest.gateway,
-            "incoming": f"tcp:0:{MIGRATION_PORT}" if incoming else None,
-            "paused": incoming,
-            "gdb_port": GDB_PORT if gdb else None,
-        }
-
-    # -- the procedure ---------------------------------------------------------------------
     def run(self) -> MigrationResult:
+        from testbed.platforms import board_privileges_for
+
         p = self.params
         started = time.monotonic()
-        self.lab.up(bandwidth=p.bandwidth, on_step=lambda text: LOG.info("%s", text))
-        self.step(
-            f"lab {p.lab}: up" + (f", boards' link shaped to {p.bandwidth}" if p.bandwidth else "")
-        )
+        try:
+            privileges, accel = board_privileges_for(self.client, p.accel, p.arch, p.suite)
+            self.run_.up(p.bandwidth, privileges)
+            self.step(
+                f"lab {p.lab}: up"
+                + (f", boards' link shaped to {p.bandwidth}" if p.bandwidth else "")
+            )
+            observations = self.observe(accel)
+        except KeyboardInterrupt:
+            raise Interrupted(self.run_.finish()) from None
+        except BaseException:
+            self.run_.finish()
+            raise
+        cleanup = self.run_.finish()
+        return self.judge(observations, cleanup, round(time.monotonic() - started, 1))
+
+    # -- observing -------------------------------------------------------------------------
+    def observe(self, accel: str) -> MigrationObservations:
+        p = self.params
         topo = self.lab.topology
         source, destination = topo.boards[0], topo.boards[1]
-        for board in topo.boards:
-            self.vm(board.name, "stop")  # a VM left by an interrupted run
+        for board in (source, destination):
+            running = self.lab.call(board.name, ListVms()).vms
+            if running:
+                raise UserError(
+                    f"{board.name} already runs a guest ({running[0].name}, "
+                    f"started by hand or by another run)",
+                    f"stop it first: testbed guest stop {board.name} --lab {p.lab}",
+                )
+        hops: list[HopObservation] = []
+        try:
+            self.start_source(source, accel)
+        except FAULTS as exc:
+            return MigrationObservations(
+                [], [], None, fault_text(self.lab, source.name, "source", "the guest's start", exc)
+            )
+        plan = [(source, destination), (destination, source)] * p.round_trips or [
+            (source, destination)
+        ]
+        final = source
+        for index, (src, dst) in enumerate(plan):
+            for attempt in range(1, p.retries + 2):
+                hop = self.hop(index, src, dst, attempt)
+                hops.append(hop)
+                if hop.completed or attempt > p.retries or not self.retry_possible(hop):
+                    break
+                self.step(
+                    f"migration {index + 1}: retrying (attempt {attempt + 1}) after healing the lab"
+                )
+                self.heal()
+            if not hops[-1].completed:
+                final = src
+                break
+            final = dst
+        final_loads, disk, fault = self.finish(final.name, hops)
+        return MigrationObservations(
+            hops, final_loads, disk, fault, kept_running=self.params.keep and fault is None
+        )
+
+    def start_source(self, source: Node, accel: str) -> None:
+        p = self.params
+        topo = self.lab.topology
         self.lab.switch_route(source.name)  # the seed's starting state
         image = f"root-{p.arch}.img"
         self.disk_url = f"nfs://{topo.nfs.address}/srv/mnt/{image}"
         self.disk_path = f"/srv/mnt/{image}"
         self.step(f"pristine root disk {image} onto the NFS export")
-        code, out = self.lab.exec(
+        copy = self.lab.call(
             source.name,
-            [
-                "qemu-img",
-                "convert",
-                "-f",
-                "raw",
-                "-O",
-                "raw",
-                f"/opt/testbed/guest/{p.arch}/rootfs.ext3",
-                self.disk_url,
-            ],
+            Run(
+                [
+                    "qemu-img",
+                    "convert",
+                    "-f",
+                    "raw",
+                    "-O",
+                    "raw",
+                    f"/opt/testbed/guest/{p.arch}/rootfs.ext3",
+                    self.disk_url,
+                ]
+            ),
         )
-        if code != 0:
-            raise UserError(f"cannot copy the root disk to {self.disk_url}: {out.strip()}")
-
+        if copy.code != 0:
+            raise UserError(f"cannot copy the root disk to {self.disk_url}: {copy.stderr.strip()}")
         self.step(
             f"source QEMU on {source.name}: {p.arch}, -m {p.mem_mb}, -smp {p.smp}, disk over nfs://"
         )
-        started_vm = self.vm(
-            source.name, "start", "--spec", json.dumps(self.spec(source, incoming=False, gdb=False))
+        info = self.lab.call(source.name, VmStart(self.spec(source, incoming=False, accel=accel)))
+        self.versions = (info.qemu_version, info.qemu_package, info.accel)
+        self.cell = Cell(
+            scenario="migration",
+            suite=p.suite,
+            arch=p.arch,
+            smp=p.smp,
+            load="+".join(str(s) for s in self.specs),
+            accel=info.accel,
+            hold_s=p.hold,
+            bandwidth=p.bandwidth,
         )
-        self.versions = {
-            "qemu_version": started_vm["qemu_version"],
-            "qemu_package": started_vm["qemu_package"],
-            "accel": started_vm["accel"],
-        }
-        ready = self.vm(source.name, "ready", "--timeout", "180")
-        if ready["root"] != "disk":
-            raise UserError(f"the guest did not boot from the NFS disk (root={ready['root']})")
+        ready = self.lab.call(source.name, VmWaitReady(timeout=180))
+        self.boot = ready
+        if ready.root != "disk":
+            raise UserError(f"the guest did not boot from the NFS disk (root={ready.root})")
         self.step(
-            f"guest ready after {ready['seconds']:.1f} s ({ready['arch']}, root on "
-            "the NFS disk); starting dirtyram and writeout.sh"
+            f"guest ready after {ready.seconds:.1f} s ({ready.arch}, root on the NFS "
+            f"disk); starting {', '.join(s.guest_command() for s in self.specs)} and "
+            "writeout.sh"
         )
-        self.vm(source.name, "send", "--text", f"dirtyram {p.pages} {p.burst} {p.period_ms} &\\n")
-        self.vm(source.name, "send", "--text", "writeout.sh &\\n")
-        self.wait_passes(source.name, "", p.passes_before, "before migrating")
-
-        records: list[MigrationRecord] = []
-        # the seed's single migration, or K round trips A -> B -> A
-        hops = [(source, destination), (destination, source)] * p.round_trips or [
-            (source, destination)
-        ]
-        for index, (src, dst) in enumerate(hops):
-            corrupt = p.corrupt_page if index == 0 else None
-            for attempt in range(1, p.retries + 2):
-                record = self.migrate_once(index, src, dst, corrupt, attempt)
-                records.append(record)
-                if record.migration.get("status") == "completed" or attempt > p.retries:
-                    break
-                self.step(
-                    f"migration {index + 1}: retrying (attempt {attempt + 1}) after healing the lab"
-                )
-                self.lab.up(bandwidth=p.bandwidth, on_step=lambda text: LOG.info("%s", text))
-            if record.migration.get("status") != "completed":
-                break
-        final_node = (
-            records[-1].destination
-            if records[-1].migration.get("status") == "completed"
-            else records[-1].source
+        for spec in self.specs:
+            self.lab.call(source.name, ConsoleSend(f"{spec.guest_command()} &\n"))
+        self.lab.call(source.name, ConsoleSend("writeout.sh &\n"))
+        self.lab.call(
+            source.name,
+            WaitLoadPasses({s.ident: p.passes_before for s in self.specs}, timeout=p.pass_wait),
         )
-        dirtyram, disk = self.finish(final_node)
 
-        # a failed attempt that a retry made good is reported in its record, not counted
-        # as a failure; every check's failure is
-        completed = {r.index for r in records if r.migration.get("status") == "completed"}
-        failures = []
-        for r in records:
-            where = f"migration {r.index + 1} ({r.source} -> {r.destination})"
-            if r.migration.get("status") != "completed" and r.index not in completed:
-                failures.append(
-                    f"{where}: {r.migration.get('status')}: {r.migration.get('error', '')}"
+    def spec(self, node: Node, incoming: bool, accel: str, gdb: bool = False) -> VmSpec:
+        p = self.params
+        topo = self.lab.topology
+        return VmSpec(
+            arch=p.arch,
+            accel=accel,
+            mem_mb=p.mem_mb,
+            smp=p.smp,
+            disk=self.disk_url,
+            tap=node.taps[0].name,
+            mac=topo.guest.mac,
+            guest_ip=topo.guest.address,
+            guest_gateway=topo.guest.gateway,
+            incoming=f"tcp:0:{MIGRATION_PORT}" if incoming else None,
+            paused=incoming,
+            gdb_port=GDB_PORT if gdb else None,
+        )
+
+    def retry_possible(self, hop: HopObservation) -> bool:
+        """A retry needs the source guest, alive and running."""
+        src = hop.source_after_failure
+        return src is not None and src.status == "running"
+
+    def heal(self) -> None:
+        p = self.params
+        from testbed.platforms import board_privileges_for
+
+        privileges, _ = board_privileges_for(self.client, p.accel, p.arch, p.suite)
+        self.lab.up(
+            bandwidth=p.bandwidth,
+            on_step=lambda text: LOG.info("%s", text),
+            board_privileges=privileges,
+        )
+
+    def hop(self, index: int, src: Node, dst: Node, attempt: int) -> HopObservation:
+        p = self.params
+        inject = p.inject if index == 0 and attempt == 1 else None
+        what = f"migration {index + 1}"
+        self.step(f"{what}: destination QEMU on {dst.name} (-incoming tcp:0:{MIGRATION_PORT}, -S)")
+        try:
+            self.lab.call(
+                dst.name,
+                VmStart(
+                    self.spec(
+                        dst,
+                        incoming=True,
+                        accel=self.versions[2],
+                        gdb=bool(inject and inject.needs_gdb),
+                    )
+                ),
+            )
+            self.lab.call(dst.name, PrepareIncoming())
+        except FAULTS as exc:
+            fault = fault_text(self.lab, dst.name, "destination", what, exc)
+            return self.failed_hop(index, src, dst, attempt, None, fault)
+        uri = f"tcp:{dst.address}:{MIGRATION_PORT}"
+        self.step(
+            f"{what}: {src.name} -> {dst.name}: migrate {uri}"
+            + (f" (holding {p.hold:g} s at downtime-limit 1 ms)" if p.hold else "")
+        )
+        settings = MigrationSettings(
+            max_bandwidth=UNLIMITED_BANDWIDTH,
+            hold_seconds=p.hold,
+            stall_timeout=p.stall_timeout,
+            timeout=p.migration_timeout,
+        )
+
+        def on_event(event: codec.Json) -> None:
+            self.progress(codec.from_json(MigrationSample, event))
+
+        try:
+            outcome = self.lab.call(src.name, Migrate(uri, settings), on_event=on_event)
+        except FAULTS as exc:
+            fault = fault_text(self.lab, src.name, "source", what, exc)
+            return self.failed_hop(index, src, dst, attempt, None, fault)
+        if outcome.status != "completed":
+            dead = node_died(self.lab, dst.name)
+            fault = f"destination {dst.name} died during {what}: {dead}" if dead else None
+            return self.failed_hop(index, src, dst, attempt, outcome, fault)
+        try:
+            return self.verify(index, src, dst, attempt, outcome, inject)
+        except FAULTS as exc:
+            node = dst.name if node_died(self.lab, dst.name) else src.name
+            role = "destination" if node == dst.name else "source"
+            fault = fault_text(self.lab, node, role, f"the checks after {what}", exc)
+            return HopObservation(index, src.name, dst.name, attempt, outcome, fault)
+
+    def failed_hop(
+        self,
+        index: int,
+        src: Node,
+        dst: Node,
+        attempt: int,
+        outcome: MigrationOutcome | None,
+        fault: str | None,
+    ) -> HopObservation:
+        """The destination goes; the source guest must simply go on, without a stale page."""
+        what = f"migration {index + 1}"
+        self.step(f"{what}: {fault or (outcome.status + ': ' + outcome.error if outcome else '')}")
+        if node_died(self.lab, dst.name) is None:
+            try:
+                self.lab.call(dst.name, VmStop())
+            except FAULTS:
+                pass
+        try:
+            state = self.lab.call(src.name, VmStatus())
+            status = state.status
+            if status in ("paused", "postmigrate"):
+                status = self.lab.call(src.name, VmCont()).status
+            stale = None
+            passes = 0
+            if status == "running":
+                before = self.lab.call(src.name, ConsoleRead()).text
+                base = parse_load_output(before)
+                targets = {
+                    s.ident: (
+                        base[s.ident].last.passes if s.ident in base and base[s.ident].last else 0
+                    )
+                    + 1
+                    for s in self.specs
+                }
+                after = self.lab.call(
+                    src.name,
+                    WaitLoadPasses(
+                        targets, offset=len(before.encode()), timeout=self.params.pass_wait
+                    ),
                 )
-            failures += [f"{where}: {f}" for f in r.failures]
-        if dirtyram.get("stale", 0):
-            failures.append(f"dirtyram found {dirtyram['stale']} stale page(s) in the end")
-        if not disk.get("fsck_clean"):
-            failures.append("e2fsck -fn of the root disk is not clean")
+                logs = parse_load_output(after.text)
+                stale = sum(
+                    log.last.stale - (base[i].last.stale if i in base and base[i].last else 0)
+                    for i, log in logs.items()
+                    if log.last
+                )
+                passes = min((log.last.passes for log in logs.values() if log.last), default=0)
+            source_after = SourceAfterFailure(status, stale, passes)
+        except FAULTS as exc:
+            source_after = SourceAfterFailure(
+                f"gone ({fault_text(self.lab, src.name, 'source', 'the check', exc)})", None, 0
+            )
+        self.step(f"{what}: source guest {source_after.status}, stale={source_after.stale}")
+        return HopObservation(
+            index, src.name, dst.name, attempt, outcome, fault, source_after_failure=source_after
+        )
+
+    def verify(
+        self,
+        index: int,
+        src: Node,
+        dst: Node,
+        attempt: int,
+        outcome: MigrationOutcome,
+        inject: Injections | None,
+    ) -> HopObservation:
+        p = self.params
+        what = f"migration {index + 1}"
+        self.lab.call(dst.name, VmWaitStatus(wanted=["paused"]))
+        src_text = self.lab.call(src.name, ConsoleRead()).text  # up to the switchover
+        before = parse_load_output(src_text)
+        self.step(
+            f"{what}: completed in {outcome.total_ms} ms, downtime {outcome.downtime_ms} "
+            f"ms; comparing guest RAM page by page (both paused)"
+        )
+        memory = self.compare(src.name, dst.name, inject)
+
+        # the destination runs on; the NFS server's route follows at once
+        resumed = self.lab.call(dst.name, VmCont())
+        if inject and inject.time_jump:
+            self.lab.call(
+                dst.name,
+                ConsoleSend(f"date -s @$(( $(date +%s) + {inject.time_jump} )) >/dev/null\n"),
+            )
+        if inject and inject.no_route_switch:
+            probe = self.lab.call(
+                self.lab.topology.nfs.name, Probe(self.lab.topology.guest.ip, 2.0, until_reply=True)
+            )
+            switched = None
+            first_reply = probe.first_reply_at
+            kernel_ms = None
+        else:
+            switch = self.lab.switch_route(dst.name, probe=True)
+            switched, first_reply, kernel_ms = (
+                switch.switched_at,
+                switch.first_reply_at,
+                switch.kernel_ms,
+            )
+        if inject and inject.split_brain:
+            self.step(f"negative control: resuming the source on {src.name} (split brain)")
+            self.lab.call(src.name, VmCont())
+        targets = {
+            s.ident: (
+                before[s.ident].last.passes if s.ident in before and before[s.ident].last else 0
+            )
+            + p.passes_after
+            for s in self.specs
+        }
+        with ThreadPoolExecutor(2) as pool:
+            old_route = pool.submit(self.probe_old_route, src, dst, switched is not None)
+            passes = pool.submit(
+                self.lab.call,
+                dst.name,
+                WaitLoadPasses(targets, timeout=p.passes_after * p.pass_wait),
+            )
+            sent, replies = old_route.result()
+            after_text = passes.result().text
+        self.lab.call(src.name, VmStop())  # frees the source's tap for a trip back
+        network = NetworkObservation(
+            resumed.at, switched, first_reply, kernel_ms, src.name, sent, replies
+        )
+        after = parse_load_output(after_text)
+        loads = []
+        for spec in self.specs:
+            b = before.get(spec.ident)
+            a = after.get(spec.ident)
+            bl, al = (b.last if b else None), (a.last if a else None)
+            loads.append(
+                LoadObservation(
+                    spec.ident,
+                    spec.mode,
+                    bl.stale if bl else 0,
+                    al.stale if al else 0,
+                    bl.passes if bl else 0,
+                    al.passes if al else 0,
+                    al.checked if al else 0,
+                    a.stale_pages if a else [],
+                )
+            )
+        old_lines = [int(m.group(1)) for m in _WRITEOUT.finditer(src_text)]
+        dst_text = self.lab.call(dst.name, ConsoleRead()).text
+        new_lines = [int(m.group(1)) for m in _WRITEOUT.finditer(dst_text)]
+        writeout = WriteoutObservation(
+            old_lines[-1] if old_lines else None,
+            new_lines[0] if new_lines else None,
+            len(new_lines),
+            all(b >= a for a, b in zip(new_lines, new_lines[1:], strict=False)),
+            outcome.downtime_ms,
+            max((b - a for a, b in zip(new_lines, new_lines[1:], strict=False)), default=None),
+        )
+        hop = HopObservation(
+            index, src.name, dst.name, attempt, outcome, None, memory, loads, writeout, network
+        )
+        self.step(
+            f"{what}: {len(memory.differing_pages)} page(s) differ; outage "
+            f"{outage_ms(network)} ms ({switch_to_reply_ms(network)} ms after the switch); "
+            f"old route {replies}/{sent} answered; stale "
+            f"{sum(x.new_stale for x in loads)}"
+        )
+        return hop
+
+    def probe_old_route(self, src: Node, dst: Node, switched: bool) -> tuple[int, int]:
+        """Through the NFS server's old route (to the source board) the migrated guest
+        must not answer; then the route goes back to the destination."""
+        topo = self.lab.topology
+        nfs, guest = topo.nfs.name, topo.guest.ip
+        self.lab.call(nfs, RouteReplace(f"{guest}/32", src.address))
+        try:
+            result = self.lab.call(nfs, Probe(guest, OLD_ROUTE_PROBE_S))
+        finally:
+            if switched:
+                self.lab.call(nfs, RouteReplace(f"{guest}/32", dst.address, probe=guest))
+        return result.sent, result.replies
+
+    def compare(self, src: str, dst: str, inject: Injections | None) -> MemoryObservation:
+        magics = {str(mode): value for mode, value in STAMP_MAGICS.items()}
+        if inject and (inject.corrupt_page is not None or inject.stale_load_page):
+            return compare_ram(
+                self.lab, src, dst, lambda: self.inject_memory(src, dst, inject, magics)
+            )
+        return compare_ram(self.lab, src, dst)
+
+    def inject_memory(self, src: str, dst: str, inject: Injections, magics: dict[str, int]) -> None:
+        if inject.corrupt_page is not None:
+            poke = self.lab.call(dst, RamPoke(inject.corrupt_page, "5a" * 32))
+            self.step(
+                f"negative control: page {inject.corrupt_page} altered on {dst} "
+                f"({poke.address}, VM {poke.status_after})"
+            )
+        if inject.stale_load_page:
+            spec = self.specs[0]
+            head = STAMP_MAGICS[spec.mode].to_bytes(8, "little")
+            found = self.lab.call(src, RamFind(head.hex(), limit=64)).pages
+            if not found:
+                raise UserError("negative control: no page of the first load found in RAM")
+            page = found[len(found) // 2]
+            current = bytes.fromhex(self.lab.call(src, RamPeek([page])).heads[str(page)])
+            stamp = older_stamp(current, magics)
+            if stamp is None:
+                raise UserError(f"negative control: page {page} holds no usable stamp")
+            poke = self.lab.call(dst, RamPoke(page, stamp.hex()))
+            self.step(
+                f"negative control: page {page} ({poke.address}) given an older stamp "
+                f"of load {spec.ident} on {dst}"
+            )
+
+    def finish(
+        self, node: str, hops: list[HopObservation]
+    ) -> tuple[list[FinalLoad], DiskObservation | None, str | None]:
+        """Stop the guest programs, power the guest off, and check the disk."""
+        p = self.params
+        final_loads: list[FinalLoad] = []
+        fault = None
+        try:
+            text = self.lab.call(node, ConsoleRead())
+            if p.keep:  # the guest runs on, for inspection: no power-off, no e2fsck
+                self.lab.call(node, Release(vm="guest"))
+                self.run_.kept.append(f"the guest on {node}")
+                return [], None, None
+            self.step(f"stopping the loads and writeout on {node}; powering the guest off")
+            jobs = " ".join(f"%{i + 1}" for i in range(len(self.specs) + 1))
+            self.lab.call(node, ConsoleSend(f"kill {jobs}; sync\n"))
+            for spec in self.specs:
+                prefix = (
+                    "dirtyram: summary"
+                    if spec.ident == "dirtyram"
+                    else rf"tbload\[{re.escape(spec.ident)}\]: summary"
+                )
+                try:
+                    self.lab.call(node, ConsoleWaitFor(prefix, offset=text.end, timeout=30))
+                except FAULTS as exc:
+                    LOG.info("no summary of %s: %s", spec.ident, exc)
+            logs = parse_load_output(self.lab.call(node, ConsoleRead(offset=text.end)).text)
+            for spec in self.specs:
+                log = logs.get(spec.ident)
+                summary = log.summary if log else None
+                final_loads.append(
+                    FinalLoad(
+                        spec.ident,
+                        summary.result if summary else None,
+                        summary.stale if summary else None,
+                    )
+                )
+            self.lab.call(node, ConsoleSend("sync; poweroff -f\n"))
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and self.lab.call(node, VmStatus()).status not in (
+                "exited",
+                "shutting down",
+                "shutdown",
+                "no vm",
+            ):
+                time.sleep(0.2)
+            self.artifacts[f"console-final-{node}.log"] = self.lab.call(node, ConsoleRead()).text
+            self.lab.call(node, VmStop())
+        except FAULTS as exc:
+            fault = fault_text(self.lab, node, "board", "the final steps", exc)
+        nfs = self.lab.topology.nfs.name
+        try:
+            if p.inject.corrupt_disk:
+                self.lab.call(
+                    nfs, Run(["debugfs", "-w", "-R", "sif <2> links_count 7", self.disk_path])
+                )
+                self.step("negative control: root inode's link count corrupted")
+            fsck = self.lab.call(nfs, Run(["e2fsck", "-fn", self.disk_path]))
+            lines = (fsck.stdout + fsck.stderr).strip().splitlines()
+            disk = DiskObservation(fsck.code, lines[-8:])
+            self.step(f"e2fsck -fn {self.disk_path}: {'clean' if fsck.code == 0 else 'NOT clean'}")
+        except FAULTS as exc:
+            disk = None
+            fault = fault or fault_text(self.lab, nfs, "NFS server", "e2fsck", exc)
+        return final_loads, disk, fault
+
+    # -- judging ---------------------------------------------------------------------------
+    def judge(
+        self, obs: MigrationObservations, cleanup: CleanupReport, wall: float
+    ) -> MigrationResult:
+        p = self.params
+        checks = judge(obs)
+        qemu_version, qemu_package, accel = self.versions
+        verdict = decide(checks, self.cell, qemu_version, accel)
+        hops = []
+        for hop in obs.hops:
+            own = [c for c in checks if c.subject.startswith(hop.subject) and c.failed]
+            hops.append(
+                HopResult(
+                    index=hop.index,
+                    source=hop.source,
+                    destination=hop.destination,
+                    attempt=hop.attempt,
+                    verdict="fail" if own or not hop.completed else "pass",
+                    failures=[c.line() for c in own],
+                    fault=hop.fault,
+                    migration=figures(hop.migration, p.bandwidth) if hop.migration else None,
+                    memory=hop.memory,
+                    loads=hop.loads,
+                    writeout=hop.writeout,
+                    network=network_figures(hop.network) if hop.network else None,
+                    source_after_failure=hop.source_after_failure,
+                    iterations=iterations(hop.migration.samples, hop.migration.started_at)
+                    if hop.migration
+                    else [],
+                )
+            )
         return MigrationResult(
             scenario="migration",
             arch=p.arch,
-            verdict="fail" if failures else "pass",
-            params=asdict(p),
-            migrations=records,
-            dirtyram=dirtyram,
-            disk=disk,
-            boot=ready,
-            failures=failures,
-            wall_seconds=round(time.monotonic() - started, 1),
-            artifacts=self.artifacts,
-            **self.versions,
+            qemu_version=qemu_version,
+            qemu_package=qemu_package,
+            accel=accel,
+            smp=p.smp,
+            loads=[str(s) for s in self.specs],
+            verdict=verdict.verdict,
+            known_defect=verdict.known_defect,
+            first_failure=verdict.first_failure,
+            failures=verdict.failures,
+            checks=verdict.checks,
+            migrations=hops,
+            final_loads=obs.final_loads,
+            disk=obs.disk,
+            boot=self.boot,
+            fault=obs.fault,
+            wall_seconds=wall,
+            cleanup=cleanup.summary(),
+            params=p,
         )
 
-    def wait_passes(
-        self,
-        node: str,
-        console_before: str,
-        passes: int,
-        why: str,
-        timeout: float | None = None,
-        base_console: str | None = None,
-    ) -> Any:
-        """Wait until dirtyram on ``node`` completed ``passes`` more full passes than the
-        last status in ``base_console`` (default ``console_before``, the part of the node's
-        console already seen); returns the dirtyram log of the new output."""
-        base = parse_dirtyram(console_before if base_console is None else base_console).last
-        target = (base.passes if base else 0) + passes
-        limit = timeout or max(60.0, 6 * passes * self.params.pass_seconds + 30)
-        deadline = time.monotonic() + limit
-        while True:
-            text = self.console(node)
-            log = parse_dirtyram(text[len(console_before) :] if console_before else text)
-            last = log.last
-            if last and last.passes >= target:
-                return log
-            if time.monotonic() > deadline:
-                raise UserError(
-                    f"dirtyram on {node} did not complete {passes} pass(es) {why} "
-                    f"within {limit:.0f} s (last: {last})"
-                )
-            time.sleep(0.5)
 
-    def migrate_once(
-        self, index: int, src: Node, dst: Node, corrupt_page: int | None, attempt: int = 1
-    ) -> MigrationRecord:
-        p = self.params
-        record = MigrationRecord(index, src.name, dst.name, attempt)
-        self.step(
-            f"migration {index + 1}: destination QEMU on {dst.name} "
-            f"(-incoming tcp:0:{MIGRATION_PORT}, -S)"
-        )
-        self.vm(
-            dst.name,
-            "start",
-            "--spec",
-            json.dumps(self.spec(dst, incoming=True, gdb=corrupt_page is not None)),
-        )
-        self.qmp(
-            src.name,
-            "migrate-set-capabilities",
-            capabilities=capabilities_off(self.qmp(src.name, "query-migrate-capabilities")),
-        )
-        self.qmp(src.name, "migrate-set-parameters", **{"max-bandwidth": UNLIMITED_BANDWIDTH})
-        console_before = self.console(src.name)
-        uri = f"tcp:{dst.address}:{MIGRATION_PORT}"
-        self.step(f"migration {index + 1}: {src.name} -> {dst.name}: migrate {uri}")
-        info = self.watch_migration(src.name, uri)
-        record.migration = info
-        if info["status"] != "completed":
-            self.vm(dst.name, "stop")
-            # the source guest must simply go on, without losing a write
-            status = self.wait_status(src.name, ("running",))
-            after = self.wait_passes(src.name, console_before, 1, "after the failed migration")
-            base = parse_dirtyram(console_before).last
-            stale = (after.last.stale if after.last else 0) - (base.stale if base else 0)
-            record.source_after_failure = {
-                "status": status,
-                "stale": stale,
-                "passes": after.last.passes if after.last else 0,
-            }
-            if stale:
-                record.failures.append(
-                    f"the source guest found {stale} stale page(s) after the failed migration"
-                )
-            self.step(
-                f"migration {index + 1}: {info['status']} ({info.get('error', '')}); "
-                f"source guest {status}, dirtyram stale={stale}"
-            )
-            self.collect(f"{index + 1}-attempt{attempt}", src.name)
-            return record
+def figures(m: MigrationOutcome, bandwidth: str | None) -> MigrationFigures:
+    fraction = None
+    if bandwidth and m.total_ms:
+        fraction = round(m.transferred_bytes * 8 / (m.total_ms / 1000) / parse_rate(bandwidth), 3)
+    return MigrationFigures(
+        status=m.status,
+        error=m.error,
+        total_ms=m.total_ms,
+        downtime_ms=m.downtime_ms,
+        setup_ms=m.setup_ms,
+        transferred_bytes=m.transferred_bytes,
+        throughput_mbps=m.throughput_mbps,
+        dirty_sync_count=m.dirty_sync_count,
+        dirty_pages_rate=m.dirty_pages_rate,
+        normal_pages=m.normal_pages,
+        zero_pages=m.zero_pages,
+        expected_downtime_ms=m.expected_downtime_ms,
+        held_seconds=m.held_seconds,
+        syncs_while_holding=m.syncs_while_holding,
+        link_fraction=fraction,
+        started_at=m.started_at,
+        switchover_at=m.stopped_at,
+    )
 
-        # -- memory, both sides paused -------------------------------------------------------
-        src_status = self.qmp(src.name, "query-status")["status"]
-        # what the source printed up to its pause (it ran on during the transfer)
-        console_before = self.console(src.name)
-        dst_status = self.wait_status(dst.name, ("paused",))
-        if corrupt_page is not None:
-            poke = self.vm(dst.name, "poke", "--page", str(corrupt_page), "--data", "5a" * 32)
-            self.step(
-                f"negative control: page {corrupt_page} altered on {dst.name} "
-                f"({poke['address']}, VM {poke['status_after']})"
-            )
-        self.step(
-            f"migration {index + 1}: comparing guest RAM page by page "
-            f"({src.name} {src_status}, {dst.name} {dst_status})"
-        )
-        record.memory = self.compare_memory(src.name, dst.name)
-        if record.memory["pages_differing"]:
-            record.failures.append(
-                f"{record.memory['pages_differing']} page(s) differ between source and "
-                f"destination: {record.memory['differing_pages'][:16]}"
-            )
 
-        # -- the destination runs on -------------------------------------------------------------
-        self.qmp(dst.name, "cont")
-        resumed = time.monotonic()
-        self.collect(f"{index + 1}", src.name)
-        self.vm(src.name, "stop")  # frees the source's tap for a later trip back
-        record.network = self.check_network(dst.name, resumed)
-        if not record.network.get("reachable_after_switch"):
-            record.failures.append("the NFS server cannot reach the guest after the switch")
-        self.step(
-            f"migration {index + 1}: dirtyram on {dst.name} must check "
-            f"{p.passes_after} full passes without a stale page"
-        )
-        # dirtyram's counters go on from where the source paused
-        after = self.wait_passes(
-            dst.name, "", p.passes_after, "after migration", base_console=console_before
-        )
-        before_log = parse_dirtyram(console_before)
-        stale_before = before_log.last.stale if before_log.last else 0
-        stale_after = after.last.stale if after.last else 0
-        record.dirtyram = {
-            "checked": after.last.checked if after.last else 0,
-            "passes_after": after.last.passes - (before_log.last.passes if before_log.last else 0)
-            if after.last
-            else 0,
-            "stale_before": stale_before,
-            "stale": stale_after - stale_before,
-            "stale_pages": after.stale_pages,
-        }
-        if record.dirtyram["stale"]:
-            record.failures.append(
-                f"dirtyram found {record.dirtyram['stale']} stale page(s) "
-                f"on {dst.name}: {after.stale_pages[:16]}"
-            )
-        record.writeout = self.check_writeout(
-            console_before, self.console(dst.name), info.get("downtime_ms")
-        )
-        if not record.writeout["continues"]:
-            record.failures.append(f"writeout: {record.writeout['problem']}")
-        record.verdict = "fail" if record.failures else "pass"
-        self.step(f"migration {index + 1}: {record.verdict.upper()}")
-        return record
-
-    def watch_migration(self, node: str, uri: str) -> dict[str, Any]:
-        p = self.params
-        self.qmp(node, "migrate", uri=uri)
-        started = time.monotonic()
-        last_bytes, last_change = -1, time.monotonic()
-        while True:
-            info = self.qmp(node, "query-migrate")
-            status = info.get("status", "none")
-            ram = info.get("ram", {})
-            self.progress(
-                {
-                    "status": status,
-                    "transferred": ram.get("transferred", 0),
-                    "total": ram.get("total", 0),
-                    "remaining": ram.get("remaining", 0),
-                    "mbps": ram.get("mbps", 0.0),
-                    "dirty_pages_rate": ram.get("dirty-pages-rate", 0),
-                }
-            )
-            if status in ("completed", "failed", "cancelled"):
-                break
-            now = time.monotonic()
-            if ram.get("transferred", 0) != last_bytes:
-                last_bytes, last_change = ram.get("transferred", 0), now
-            elif now - last_change > p.stall_timeout:
-                self.qmp(node, "migrate_cancel")
-                self.wait_migration_end(node)
-                return {
-                    "status": "failed",
-                    "error": f"no progress for {p.stall_timeout:.0f} s: "
-                    "cancelled (is the lab link down?)",
-                    "wall_ms": round((now - started) * 1000),
-                }
-            if now - started > p.migration_timeout:
-                self.qmp(node, "migrate_cancel")
-                self.wait_migration_end(node)
-                return {
-                    "status": "failed",
-                    "error": f"not converged in {p.migration_timeout:.0f} s: cancelled",
-                }
-            time.sleep(0.3)
-        ram = info.get("ram", {})
-        total_ms = info.get("total-time")
-        transferred = ram.get("transferred", 0)
-        result = {
-            "status": status,
-            "total_ms": total_ms,
-            "downtime_ms": info.get("downtime"),
-            "setup_ms": info.get("setup-time"),
-            "transferred_bytes": transferred,
-            "throughput_mbps": ram.get("mbps"),
-            "dirty_sync_count": ram.get("dirty-sync-count"),
-            "dirty_pages_rate": ram.get("dirty-pages-rate"),
-            "normal_pages": ram.get("normal"),
-            "zero_pages": ram.get("duplicate"),
-            "expected_downtime_ms": info.get("expected-downtime"),
-        }
-        if status != "completed":
-            result["error"] = info.get("error-desc", "")
-        if self.params.bandwidth and total_ms:
-            link = parse_rate(self.params.bandwidth)
-            result["link_fraction"] = round(transferred * 8 / (total_ms / 1000) / link, 3)
-        return result
-
-    def wait_migration_end(self, node: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.qmp(node, "query-migrate").get("status") in ("cancelled", "failed"):
-                return
-            time.sleep(0.3)
-
-    def wait_status(self, node: str, wanted: tuple[str, ...], timeout: float = 30) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            status = str(self.qmp(node, "query-status")["status"])
-            if status in wanted:
-                return status
-            if time.monotonic() > deadline:
-                raise UserError(f"{node}: VM is {status}, expected {' or '.join(wanted)}")
-            time.sleep(0.1)
-
-    def compare_memory(self, src: str, dst: str) -> dict[str, Any]:
-        a = self.vm(src, "ram-hashes", "--mem", str(self.params.mem_mb))
-        b = self.vm(dst, "ram-hashes", "--mem", str(self.params.mem_mb))
-        try:
-            pages = differing_pages(
-                base64.b64decode(a["hashes"]), base64.b64decode(b["hashes"]), int(a["hash_bytes"])
-            )
-            details = []
-            if pages:
-                peek = ",".join(str(n) for n in pages[:PEEK_LIMIT])
-                src_heads = self.vm(src, "ram-peek", "--pages", peek)["pages"]
-                dst_heads = self.vm(dst, "ram-peek", "--pages", peek)["pages"]
-                for n in pages[:PEEK_LIMIT]:
-                    s = decode_stamp(bytes.fromhex(src_heads[str(n)]))
-                    d = decode_stamp(bytes.fromhex(dst_heads[str(n)]))
-                    details.append(
-                        {
-                            "page": n,
-                            "guest_physical": hex(0x40000000 + n * 4096),
-                            "source_stamp": asdict(s) if s else None,
-                            "destination_stamp": asdict(d) if d else None,
-                        }
-                    )
-        finally:
-            self.vm(src, "ram-drop")
-            self.vm(dst, "ram-drop")
-        return {
-            "pages_compared": a["pages"],
-            "pages_differing": len(pages),
-            "differing_pages": pages,
-            "details": details,
-            "dump_seconds": [a["seconds"], b["seconds"]],
-        }
-
-    def guest_ping(self) -> bool:
-        code, _ = self.lab.exec(
-            self.lab.topology.nfs.name, ["ping", "-c", "1", "-W", "1", self.lab.topology.guest.ip]
-        )
-        return code == 0
-
-    def check_network(self, dst: str, resumed: float) -> dict[str, Any]:
-        """The seed's observation: after the migration the NFS server cannot reach the
-        guest until its host route is switched to the destination board."""
-        before = self.guest_ping()
-        switched = time.monotonic()
-        switch = self.lab.switch_route(dst)
-        deadline = time.monotonic() + 30
-        reachable = False
-        while time.monotonic() < deadline:
-            if self.guest_ping():
-                reachable = True
-                break
-        now = time.monotonic()
-        outage_ms = round((now - resumed) * 1000) if reachable else None
-        self.step(
-            f"network: NFS server -> guest before the switch: "
-            f"{'reachable' if before else 'unreachable'}; route switched to {dst}; "
-            f"reachable {round((now - switched) * 1000)} ms after the switch"
-        )
-        return {
-            "reachable_before_switch": before,
-            "reachable_after_switch": reachable,
-            "outage_ms": outage_ms,  # destination resumed -> first reply
-            "switch_to_reply_ms": round((now - switched) * 1000) if reachable else None,
-            "switch_kernel_ms": switch["kernel_ms"],
-        }
-
-    def check_writeout(self, before: str, after: str, downtime_ms: Any) -> dict[str, Any]:
-        old, new = parse_writeout(before), parse_writeout(after)
-        if not new:
-            return {"continues": False, "problem": "no time line on the destination's console"}
-        if not old:
-            return {"continues": False, "problem": "no time line on the source's console"}
-        gap = new[0] - old[-1]
-        # the guest's clock does not run while the VM is paused (QEMU's virtual clock), so
-        # the guest-time gap is the 1 s period plus what the guest saw of the downtime;
-        # allowed: that within 1 s, plus 1 s for the lines' whole-second resolution
-        allowed = 1 + (downtime_ms or 0) / 1000 + 1 + 1
-        ok = 0 <= gap <= allowed and all(b >= a for a, b in zip(new, new[1:], strict=False))
-        return {
-            "continues": ok,
-            "gap_seconds": gap,
-            "allowed_seconds": round(allowed, 3),
-            "lines_after": len(new),
-            "problem": ""
-            if ok
-            else f"gap of {gap} s between the last line on the "
-            f"source and the first on the destination (allowed {allowed:.1f} s)",
-        }
-
-    def finish(self, node: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Stop the guest programs, power the guest off, and check the disk."""
-        self.step(f"stopping dirtyram and writeout on {node}; powering the guest off")
-        before = self.console(node)
-        self.vm(node, "send", "--text", "kill %1 %2; sync\\n")
-        deadline = time.monotonic() + 30
-        summary = None
-        while time.monotonic() < deadline and summary is None:
-            summary = parse_dirtyram(self.console(node)[len(before) :]).summary
-            time.sleep(0.3)
-        self.vm(node, "send", "--text", "sync; poweroff -f\\n")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and self.vm(node, "alive")["alive"]:
-            time.sleep(0.3)
-        self.collect("final", node)
-        self.vm(node, "stop")
-        dirtyram = asdict(summary) if summary else {"error": "no dirtyram summary"}
-        code, out = self.lab.exec(self.lab.topology.nfs.name, ["e2fsck", "-fn", self.disk_path])
-        self.step(f"e2fsck -fn {self.disk_path}: {'clean' if code == 0 else 'NOT clean'}")
-        return dirtyram, {
-            "fsck_clean": code == 0,
-            "fsck_exit": code,
-            "fsck_output": out.strip().splitlines()[-3:],
-        }
+def network_figures(net: NetworkObservation) -> NetworkFigures:
+    return NetworkFigures(
+        reachable_before_switch=net.old_route_replies > 0,
+        reachable_after_switch=net.first_reply_at is not None,
+        outage_ms=outage_ms(net),
+        switch_to_reply_ms=switch_to_reply_ms(net),
+        switch_kernel_ms=net.switch_kernel_ms,
+    )

@@ -1,28 +1,60 @@
-"""Seed procedure 2: shared-memory replication from QEMU's own dirty log.
+"""Seed procedure 2: shared-memory replication from QEMU's own dirty log, observed, then
+judged by the checks of :mod:`testbed.checks.shmem`.
 
 A guest dirties an ivshmem device whose memory is /dev/shm/aeshmem on gauss-a; the
-replication daemon (testbed.node.replicate) keeps a destination file in sync from the
-migration stream, locally or on gauss-b (--remote), compares at every convergence while
-QEMU has the VM paused, and, when the guest program has stopped, converges a last time,
-compares, resumes the VM and exits."""
+replication daemon (testbed.node.replicate, a helper of gauss-a's agent) keeps a
+destination file in sync from the migration stream, locally or on gauss-b (--remote),
+compares at every convergence while QEMU has the VM paused, and, when the guest program
+has stopped, converges a last time, compares, resumes the VM and exits."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import docker
 
-from testbed import images, topology
+from testbed import codec, images
 from testbed.arch import get_arch
+from testbed.checks.base import CheckResult, VerdictKind
+from testbed.checks.shmem import ShmemObservations, judge
 from testbed.errors import UserError
 from testbed.lab import Lab
+from testbed.matrix.records import Cell
 from testbed.node.accel import ACCELS
+from testbed.node.replicate import ReplicationReport
+from testbed.protocol import (
+    ConsoleRead,
+    ConsoleRun,
+    ConsoleSend,
+    ConsoleWaitFor,
+    HelperSignal,
+    HelperStart,
+    HelperWait,
+    ListVms,
+    ReadFile,
+    Release,
+    Run,
+    VmSpec,
+    VmStart,
+    VmStatus,
+    VmWaitReady,
+)
+from testbed.scenarios.common import (
+    FAULTS,
+    CleanupReport,
+    Interrupted,
+    KnownDefectRef,
+    LabRun,
+    ObservedFault,
+    decide,
+    fault_text,
+    node_died,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -30,7 +62,6 @@ SHM_PATH = "/dev/shm/aeshmem"
 WORK = "/run/testbed/replica"
 REPLICA = f"{WORK}/aeshmem"
 RESULT = f"{WORK}/result.json"
-DAEMON_LOG = f"{WORK}/daemon.log"
 RECEIVER_PORT = 7777
 WORKLOADS = ("dirty", "remap")
 _SIZE = re.compile(r"^(\d+)([KM])$")
@@ -39,14 +70,14 @@ _SUM = re.compile(r"tstaeshm: sum -r (\d+) (\d+)")
 StepCallback = Callable[[str], None]
 
 
-@dataclass
+@dataclass(frozen=True)
 class ShmemParams:
     arch: str = "armv8"
     shm_size: str = "1M"
     workload: str = "remap"
     duration: float = 10.0
     remote: bool = False
-    drop_every: int | None = None  # negative control
+    drop_every: int | None = None  # negative control: the daemon drops every Nth page
     accel: str = "auto"
     mem_mb: int = 512
     suite: str = images.DEFAULT_SUITE
@@ -56,6 +87,8 @@ class ShmemParams:
     checkpoint_every: float = 3.0
     restart_daemon_after: float | None = None  # kill -9 the daemon then, start a new one
     shm_first: bool = False  # the shared block first in RAM order (QEMU 10.0.2 aborts)
+    tamper_region: bool = False  # negative control: the host writes the region at the end
+    keep: bool = False
 
     def validate(self) -> None:
         get_arch(self.arch)
@@ -75,39 +108,45 @@ class ShmemParams:
                 "use e.g. 1M (the seed's) or 256K",
             )
         if not 0 < self.duration <= 3600:
-            raise UserError(f"--duration {self.duration} is out of range", "use 1 to 3600 s")
+            raise UserError(f"--duration {self.duration:g} is out of range", "use 1 to 3600 s")
         if self.drop_every is not None and self.drop_every < 1:
             raise UserError("--drop-every must be 1 or more")
         images.check_suite(self.suite)
 
 
-@dataclass
+@dataclass(frozen=True)
+class CheckpointSummary:
+    count: int
+    exact: int
+    inexact: int
+
+
+@dataclass(frozen=True)
 class ShmemResult:
     scenario: str
     arch: str
     qemu_version: str
     accel: str
     workload: str
-    verdict: str
+    verdict: VerdictKind
+    known_defect: KnownDefectRef | None
+    first_failure: str
+    failures: list[str]
+    checks: list[CheckResult]
     remote: bool
     rounds: int
     pages_copied: int
-    checkpoints: dict[str, int]
-    inexact_checkpoints: list[dict[str, Any]]
-    final: dict[str, Any]
+    checkpoints: CheckpointSummary
+    pages_lost: int  # distinct pages that differed at any checkpoint
     replication_mbps: float
     stop_to_exit_seconds: float | None
-    guest: dict[str, Any]
-    daemon: dict[str, Any]
-    failures: list[str]
+    guest_summary: str | None
+    guest_sum: str | None
+    daemon: ReplicationReport | None
+    fault: str | None
     wall_seconds: float
-    params: dict[str, Any]
-    artifacts: dict[str, str] = field(default_factory=dict, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("artifacts")
-        return data
+    cleanup: str
+    params: ShmemParams
 
 
 class ShmemScenario:
@@ -115,248 +154,278 @@ class ShmemScenario:
         self, client: docker.DockerClient, params: ShmemParams, on_step: StepCallback | None = None
     ) -> None:
         params.validate()
+        self.client = client
         self.params = params
         self.step = on_step or (lambda text: LOG.info("%s", text))
-        topo = topology.load(params.topology_file) if params.topology_file else None
-        self.lab = Lab(client, params.lab, topo, params.suite)
-
-    def vm(self, *args: str) -> dict[str, Any]:
-        return self.lab.agent(self.board, "vm", *args)
+        self.run_ = LabRun(
+            client, params.lab, params.topology_file, params.suite, params.keep, self.step
+        )
+        self.lab: Lab = self.run_.lab
+        self.qemu_version = ""
+        self.accel = ""
+        self.artifacts: dict[str, str] = {}
+        self.stop_to_exit: float | None = None
+        self.guest_summary: str | None = None
 
     def run(self) -> ShmemResult:
+        from testbed.platforms import board_privileges_for
+
         p = self.params
         started = time.monotonic()
-        self.lab.up(on_step=lambda text: LOG.info("%s", text))
-        self.step(f"lab {p.lab}: up")
+        try:
+            privileges, accel = board_privileges_for(self.client, p.accel, p.arch, p.suite)
+            self.run_.up(None, privileges)
+            self.step(f"lab {p.lab}: up")
+            observations = self.observe(accel)
+        except KeyboardInterrupt:
+            raise Interrupted(self.run_.finish()) from None
+        except BaseException:
+            self.run_.finish()
+            raise
+        cleanup = self.run_.finish()
+        return self.judge(observations, cleanup, round(time.monotonic() - started, 1))
+
+    # -- observing -------------------------------------------------------------------------
+    def observe(self, accel: str) -> ShmemObservations:
+        p = self.params
         topo = self.lab.topology
         self.board, self.peer = topo.boards[0].name, topo.boards[1].name
         for board in (self.board, self.peer):
-            self.lab.agent(board, "vm", "stop")
-            self.lab.exec(
-                board,
-                [
-                    "sh",
-                    "-c",
-                    f"pkill -f 'testbed.node (replicate|receive)'; "
-                    f"rm -rf {WORK} {SHM_PATH}; mkdir -p {WORK}",
-                ],
-            )
-        try:
-            return self._run(started)
-        finally:
-            self.lab.exec(self.peer, ["pkill", "-f", "testbed.node receive"])
-            self.lab.exec(self.board, ["pkill", "-f", "testbed.node replicate"])
-            self.lab.agent(self.board, "vm", "stop")
-            self.lab.exec(self.board, ["rm", "-f", SHM_PATH])
-
-    def _run(self, started: float) -> ShmemResult:
-        p = self.params
-        topo = self.lab.topology
+            running = self.lab.call(board, ListVms()).vms
+            if running:
+                raise UserError(
+                    f"{board} already runs a guest ({running[0].name}, started by "
+                    "hand or by another run)",
+                    f"stop it first: testbed guest stop {board} --lab {p.lab}",
+                )
+            self.lab.call(board, Run(["sh", "-c", f"rm -rf {WORK} {SHM_PATH}; mkdir -p {WORK}"]))
         self.step(f"QEMU on {self.board}: {p.arch} with ivshmem-plain on {SHM_PATH} ({p.shm_size})")
-        spec = {
-            "arch": p.arch,
-            "accel": p.accel,
-            "mem_mb": p.mem_mb,
-            "shm_path": SHM_PATH,
-            "shm_size": p.shm_size,
-            "shm_first": p.shm_first,
-        }
-        vm = self.vm("start", "--spec", json.dumps(spec))
-        ready = self.vm("ready", "--timeout", "120")
+        spec = VmSpec(
+            arch=p.arch,
+            accel=accel,
+            mem_mb=p.mem_mb,
+            shm_path=SHM_PATH,
+            shm_size=p.shm_size,
+            shm_first=p.shm_first,
+        )
+        try:
+            info = self.lab.call(self.board, VmStart(spec))
+            self.qemu_version, self.accel = info.qemu_version, info.accel
+            ready = self.lab.call(self.board, VmWaitReady(timeout=120))
+        except FAULTS as exc:
+            return self.gone(fault_text(self.lab, self.board, "board", "the guest's start", exc))
         self.step(
-            f"guest ready after {ready['seconds']:.1f} s (QEMU {vm['qemu_version']}, {vm['accel']})"
+            f"guest ready after {ready.seconds:.1f} s (QEMU {info.qemu_version}, {info.accel})"
         )
         remote = None
-        if p.remote:
-            remote = f"{topo.node(self.peer).address}:{RECEIVER_PORT}"
-            self.lab.container(self.peer).exec_run(
-                [
-                    "sh",
-                    "-c",
-                    (
-                        f"exec python3 -m testbed.node receive --listen 0.0.0.0:{RECEIVER_PORT} "
-                        f"--dest {REPLICA} --serve-forever > {WORK}/receiver.log 2>&1"
-                    ),
-                ],
-                detach=True,
-            )
-            self.wait_listening(self.peer, RECEIVER_PORT)
-            self.step(f"receiver on {self.peer} at {remote}")
-        stopped_at = None
-        result = None
         try:
-            stopped_at, result = self.replicate(remote)
-        except UserError:
-            if self.vm("alive")["alive"]:
-                raise
-            LOG.info("QEMU died during the replication")  # reported as the verdict below
-        exited_at = time.monotonic()
-        artifacts = {
-            "console.log": self.vm("console")["text"],
-            "daemon.log": self.lab.exec(self.board, ["cat", DAEMON_LOG])[1],
-            "qemu.log": self.lab.exec(self.board, ["cat", "/run/testbed/vm/guest/qemu.log"])[1],
-        }
-        failures: list[str] = []
-        guest: dict[str, Any] = {"tstaeshm": _summary(artifacts["console.log"])}
-        if result is None:
-            qemu_alive = self.vm("alive")["alive"]
-            tail = (artifacts["qemu.log"].strip().splitlines() or ["(no output)"])[-1]
-            daemon_tail = (artifacts["daemon.log"].strip().splitlines() or ["(no output)"])[-1]
-            failures.append(
-                f"QEMU exited: {tail}"
-                if not qemu_alive
-                else f"the daemon ended without a result: {daemon_tail}"
-            )
-            result = {}
-        else:
-            failures += self.judge(result)
-            guest.update(self.guest_checksum(result))
-            if (
-                guest.get("sum_r")
-                and result.get("final")
-                and guest["sum_r"].split() != result["final"]["sum_r_src"].split()
-            ):
-                failures.append(
-                    f"the guest's checksum {guest['sum_r']} differs from the "
-                    f"host's {result['final']['sum_r_src']}"
+            if p.remote:
+                remote = f"{topo.node(self.peer).address}:{RECEIVER_PORT}"
+                self.lab.call(
+                    self.peer,
+                    HelperStart(
+                        "receiver",
+                        [
+                            "python3",
+                            "-m",
+                            "testbed.node",
+                            "receive",
+                            "--listen",
+                            f"0.0.0.0:{RECEIVER_PORT}",
+                            "--dest",
+                            REPLICA,
+                            "--serve-forever",
+                        ],
+                        ready_port=RECEIVER_PORT,
+                    ),
                 )
-        final = result.get("final") or {}
-        checkpoints = result.get("checkpoint_summary", {"count": 0, "exact": 0, "inexact": 0})
-        return ShmemResult(
-            scenario="shmem",
-            arch=p.arch,
-            qemu_version=vm["qemu_version"],
-            accel=vm["accel"],
-            workload=p.workload,
-            verdict="fail" if failures else "pass",
-            remote=p.remote,
-            rounds=result.get("rounds", 0),
-            pages_copied=result.get("pages_copied", 0),
-            checkpoints=checkpoints,
-            inexact_checkpoints=result.get("inexact", []),
-            final={
-                "identical": bool(final.get("exact")),
-                "differing_pages": final.get("differing_pages", []),
-                "sum_r_src": final.get("sum_r_src"),
-                "sum_r_dest": final.get("sum_r_dest"),
-            },
-            replication_mbps=result.get("replication_mbps", 0.0),
-            stop_to_exit_seconds=round(exited_at - stopped_at, 2) if stopped_at else None,
-            guest=guest,
-            daemon={
-                k: v
-                for k, v in result.items()
-                if k not in ("inexact", "final", "checkpoint_summary")
-            },
-            failures=failures,
-            wall_seconds=round(time.monotonic() - started, 1),
-            params=asdict(p),
-            artifacts=artifacts,
+                self.step(f"receiver on {self.peer} at {remote}")
+            report = self.replicate(remote)
+        except FAULTS as exc:
+            return self.gone(self.fault_during_replication(exc))
+        return self.after(report)
+
+    def daemon_argv(self, remote: str | None) -> list[str]:
+        p = self.params
+        argv = [
+            "python3",
+            "-m",
+            "testbed.node",
+            "replicate",
+            "--qmp",
+            "/run/testbed/vm/guest/qmp-service.sock",
+            "--shm",
+            SHM_PATH,
+            "--until-quiet",
+            f"{p.until_quiet:g}",
+            "--checkpoint-every",
+            f"{p.checkpoint_every:g}",
+            "--result",
+            RESULT,
+        ]
+        argv += ["--remote", remote] if remote else ["--dest", REPLICA]
+        if p.drop_every:
+            argv += ["--drop-every", str(p.drop_every)]
+        return argv
+
+    def start_daemon(self, remote: str | None) -> None:
+        self.lab.call(
+            self.board,
+            HelperStart("replicate", self.daemon_argv(remote), ready_text="pre-copied", timeout=30),
+        )
+        self.step(
+            f"replication daemon on {self.board}: pre-copy done, "
+            f"{'to ' + remote if remote else 'local destination'}"
         )
 
-    def replicate(self, remote: str | None) -> tuple[float | None, dict[str, Any] | None]:
-        """Daemon, guest program, and the wait for the daemon's result; returns when the
-        guest program stopped and the daemon's result (None if it has none)."""
+    def replicate(self, remote: str | None) -> ReplicationReport | None:
+        """Daemon, guest program, and the wait for the daemon's result."""
         p = self.params
         self.start_daemon(remote)
         self.step(f"guest: tstaeshm {p.workload} --duration {p.duration:g}")
-        console_before = len(self.vm("console")["text"])
-        self.vm("send", "--text", f"tstaeshm {p.workload} --duration {p.duration:g} &\\n")
-        workload_started = time.monotonic()
-        restarted = False
-        deadline = workload_started + p.duration + 120
-        stopped_at = None
-        result = None
-        while time.monotonic() < deadline:
-            if (
-                p.restart_daemon_after is not None
-                and not restarted
-                and time.monotonic() - workload_started >= p.restart_daemon_after
-            ):
-                self.step("killing the daemon (SIGKILL) and starting a new one")
-                self.lab.exec(self.board, ["pkill", "-9", "-f", "testbed.node replicate"])
-                time.sleep(0.5)
-                self.start_daemon(remote)
-                restarted = True
-            if (
-                stopped_at is None
-                and "tstaeshm: summary"
-                in self.vm("console", "--offset", str(console_before))["text"]
-            ):
-                stopped_at = time.monotonic()
-                self.step("the guest program stopped; waiting for the daemon's last round")
-            code, out = self.lab.exec(self.board, ["cat", RESULT])
-            if code == 0 and out.strip():
-                result = json.loads(out)
-                break
-            if not self.vm("alive")["alive"]:
-                break
-            code, _ = self.lab.exec(self.board, ["pgrep", "-f", "testbed.node replicate"])
-            if code != 0 and stopped_at is not None and time.monotonic() - stopped_at > 5:
-                break  # the daemon is gone without a result
-            time.sleep(0.3)
-        return stopped_at, result
-
-    def start_daemon(self, remote: str | None) -> None:
-        p = self.params
-        target = f"--remote {remote}" if remote else f"--dest {REPLICA}"
-        drop = f" --drop-every {p.drop_every}" if p.drop_every else ""
-        command = (
-            f"exec python3 -m testbed.node replicate "
-            f"--qmp /run/testbed/vm/guest/qmp-replicate.sock --shm {SHM_PATH} {target}"
-            f"{drop} --until-quiet {p.until_quiet:g} --checkpoint-every "
-            f"{p.checkpoint_every:g} --result {RESULT} >> {DAEMON_LOG} 2>&1"
+        offset = self.lab.call(self.board, ConsoleRead()).end
+        self.lab.call(
+            self.board, ConsoleSend(f"tstaeshm {p.workload} --duration {p.duration:g} &\n")
         )
-        self.lab.container(self.board).exec_run(["sh", "-c", command], detach=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            log = self.lab.exec(self.board, ["cat", DAEMON_LOG])[1]
-            if log.count("pre-copied") > getattr(self, "_daemons", 0):
-                self._daemons = getattr(self, "_daemons", 0) + 1
-                self.step(
-                    f"replication daemon on {self.board}: pre-copy done, "
-                    f"{'to ' + remote if remote else 'local destination'}"
-                )
-                return
-            if "TESTBED-RESULT" in log and "error" in log.splitlines()[-1]:
-                raise UserError(f"the replication daemon failed: {log.strip().splitlines()[-1]}")
-            time.sleep(0.2)
-        raise UserError("the replication daemon did not start within 30 s")
-
-    def wait_listening(self, node: str, port: int) -> None:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            code, out = self.lab.exec(node, ["cat", "/proc/net/tcp"])
-            if f":{port:04X} 00000000:0000 0A" in out:
-                return
-            time.sleep(0.2)
-        raise UserError(f"the receiver on {node} is not listening on port {port}")
-
-    def judge(self, result: dict[str, Any]) -> list[str]:
-        failures = []
-        for c in result.get("inexact", []):
-            pages = c["differing_pages"]
-            failures.append(
-                f"checkpoint {c['epoch']}{' (final)' if c['final'] else ''}: "
-                f"{len(pages)} page(s) differ: {pages[:16]}"
+        started = time.monotonic()
+        if p.restart_daemon_after is not None:
+            wait = max(0.0, p.restart_daemon_after - (time.monotonic() - started))
+            killer = threading.Timer(wait, self.restart_daemon, args=(remote,))
+            killer.start()
+        try:
+            self.lab.call(
+                self.board,
+                ConsoleWaitFor("tstaeshm: summary", offset=offset, timeout=p.duration + 120),
             )
-        final = result.get("final")
-        if not final:
-            failures.append("no final checkpoint")
-        if result.get("dropped_pages"):
-            failures.append(
-                f"pages dropped on purpose (--drop-every): "
-                f"{sorted(set(result['dropped_pages']))[:16]}"
-            )
-        if not result.get("resumed"):
-            failures.append("the VM was not running after the daemon's last round")
-        return failures
+        finally:
+            if p.restart_daemon_after is not None:
+                killer.join()
+        stopped = time.monotonic()
+        self.guest_summary = _summary(self.lab.call(self.board, ConsoleRead(offset=offset)).text)
+        self.step("the guest program stopped; waiting for the daemon's last round")
+        done = self.lab.call(self.board, HelperWait("replicate", timeout=60))
+        self.stop_to_exit = round(time.monotonic() - stopped, 2)
+        if done.running:
+            raise TimeoutError(f"the daemon did not end within 60 s: {done.log_tail}")
+        result = self.lab.call(self.board, ReadFile(RESULT))
+        if not result.exists:
+            tail = done.log_tail or "no output"
+            raise ObservedFault(f"the daemon exited ({done.exit_code}) without a result: {tail}")
+        return codec.from_json(ReplicationReport, codec.json_loads(result.text))
 
-    def guest_checksum(self, result: dict[str, Any]) -> dict[str, Any]:
-        """`tstaeshm sum` in the guest, after the daemon resumed it."""
-        out = self.vm("run", "--cmd", "tstaeshm sum", "--timeout", "60")
-        m = _SUM.search(out["output"])
-        return {"sum_r": f"{int(m.group(1)):05d} {m.group(2)}" if m else None}
+    def restart_daemon(self, remote: str | None) -> None:
+        self.step("killing the daemon (SIGKILL) and starting a new one")
+        self.lab.call(self.board, HelperSignal("replicate", "SIGKILL", timeout=5))
+        self.start_daemon(remote)
+
+    def fault_during_replication(self, exc: BaseException) -> str:
+        if self.params.remote and node_died(self.lab, self.peer):
+            return fault_text(self.lab, self.peer, "receiver", "the replication", exc)
+        if node_died(self.lab, self.board):
+            return fault_text(self.lab, self.board, "board", "the replication", exc)
+        if self.lab.call(self.board, VmStatus()).status in ("exited", "no vm"):
+            return f"QEMU on {self.board} died during the replication"
+        if isinstance(exc, ObservedFault):
+            return str(exc)
+        return fault_text(self.lab, self.board, "board", "the replication", exc)
+
+    def gone(self, fault: str) -> ShmemObservations:
+        alive, words = self.qemu_state()
+        return ShmemObservations(None, alive, words, None, None, fault, self.accel or "tcg")
+
+    def qemu_state(self) -> tuple[bool, str]:
+        try:
+            status = self.lab.call(self.board, VmStatus()).status
+            log = self.lab.call(self.board, ReadFile("/run/testbed/vm/guest/qemu.log")).text
+        except FAULTS as exc:
+            return False, str(exc)
+        lines = [line for line in log.strip().splitlines() if line.strip()]
+        return status not in ("exited", "no vm"), " | ".join(lines[-2:]) or "no output"
+
+    def after(self, report: ReplicationReport | None) -> ShmemObservations:
+        p = self.params
+        if p.tamper_region:
+            self.lab.call(
+                self.board,
+                Run(
+                    [
+                        "sh",
+                        "-c",
+                        f"printf 'tampered' | dd of={SHM_PATH} "
+                        "bs=1 seek=100 conv=notrunc 2>/dev/null",
+                    ]
+                ),
+            )
+            self.step("negative control: the host wrote into the region after the final checkpoint")
+        output = None
+        guest_sum = None
+        try:
+            out = self.lab.call(self.board, ConsoleRun("tstaeshm sum", timeout=60))
+            output = out.output
+            m = _SUM.search(out.output)
+            guest_sum = f"{int(m.group(1)):05d} {m.group(2)}" if m else None
+        except FAULTS as exc:
+            LOG.info("no guest checksum: %s", exc)
+        alive, words = self.qemu_state()
+        if p.keep and alive:
+            self.lab.call(self.board, Release(vm="guest"))
+            self.run_.kept.append(f"the guest on {self.board}")
+        try:
+            for name, path in (
+                ("console.log", "/run/testbed/vm/guest/serial.log"),
+                ("qemu.log", "/run/testbed/vm/guest/qemu.log"),
+                ("daemon.log", "/run/testbed/helpers/replicate.log"),
+            ):
+                self.artifacts[name] = self.lab.call(self.board, ReadFile(path)).text
+        except FAULTS:
+            pass
+        return ShmemObservations(report, alive, words, output, guest_sum, None, self.accel or "tcg")
+
+    # -- judging ---------------------------------------------------------------------------
+    def judge(self, obs: ShmemObservations, cleanup: CleanupReport, wall: float) -> ShmemResult:
+        p = self.params
+        checks = judge(obs)
+        cell = Cell(
+            scenario="shmem",
+            suite=p.suite,
+            arch=p.arch,
+            smp=1,
+            load=p.workload,
+            accel=self.accel or p.accel,
+        )
+        verdict = decide(checks, cell, self.qemu_version, self.accel)
+        r = obs.report
+        lost = sorted({page for cp in (r.inexact if r else []) for page in cp.differing_pages})
+        return ShmemResult(
+            scenario="shmem",
+            arch=p.arch,
+            qemu_version=self.qemu_version,
+            accel=self.accel,
+            workload=p.workload,
+            verdict=verdict.verdict,
+            known_defect=verdict.known_defect,
+            first_failure=verdict.first_failure,
+            failures=verdict.failures,
+            checks=verdict.checks,
+            remote=p.remote,
+            rounds=r.rounds if r else 0,
+            pages_copied=r.pages_copied if r else 0,
+            checkpoints=CheckpointSummary(
+                r.checkpoints if r else 0,
+                (r.checkpoints - len(r.inexact)) if r else 0,
+                len(r.inexact) if r else 0,
+            ),
+            pages_lost=len(lost),
+            replication_mbps=r.replication_mbps if r else 0.0,
+            stop_to_exit_seconds=self.stop_to_exit,
+            guest_summary=self.guest_summary,
+            guest_sum=obs.guest_sum,
+            daemon=r,
+            fault=obs.fault,
+            wall_seconds=wall,
+            cleanup=cleanup.summary(),
+            params=p,
+        )
 
 
 def _summary(console: str) -> str | None:

@@ -1,4 +1,7 @@
-"""Seed procedure 1 end to end: real lab, real QEMU, real guests (TCG here)."""
+"""Seed procedure 1 end to end: real lab, real QEMU, real guests (TCG here).
+
+Every check of the verdict passes on a clean run, and each is made to fail for real by a
+negative control (--inject) that alters what it observes; faults end in verdicts."""
 
 from __future__ import annotations
 
@@ -11,14 +14,25 @@ from typing import Any
 import docker
 import pytest
 
-from testbed import labels
+from testbed import labels, topology
 from testbed.lab import Lab
+from testbed.protocol import MigrationSample
 from testbed.scenarios.migration import MigrationParams, MigrationScenario
-from tests.conftest import lab_for_module, run_cli
+from tests.conftest import SUITE_TOPOLOGY, lab_for_module, node_processes, run_cli
 
 pytestmark = pytest.mark.e2e
 
 LAB = "tbmig"
+ALL_CHECKS = {
+    "migration-completed",
+    "ram-pages",
+    "unreachable-before-switch",
+    "reachable-after-switch",
+    "load-stale",
+    "writeout-gap",
+    "loads-final",
+    "e2fsck",
+}
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +46,14 @@ def run_migration(*args: str) -> tuple[int, dict[str, Any], str]:
     return proc.returncode, json.loads(proc.stdout), proc.stderr
 
 
+def failing(result: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for check in result["checks"]:
+        if check["outcome"] == "fail":
+            out.setdefault(check["check"], []).append(check)
+    return out
+
+
 @pytest.mark.parametrize("arch", ["armv7", "armv8"])
 def test_migration_passes_with_every_check(
     docker_client: docker.DockerClient,
@@ -42,60 +64,109 @@ def test_migration_passes_with_every_check(
 ) -> None:
     code, result, stderr = run_migration("--arch", arch, "--report", str(tmp_path))
     assert code == 0 and result["verdict"] == "pass", (result["failures"], stderr[-2000:])
+    assert {c["check"] for c in result["checks"]} == ALL_CHECKS
+    assert all(c["outcome"] == "pass" for c in result["checks"])
     label = docker_client.images.get(built_images["board"]).labels[labels.QEMU_VERSION]
     assert result["qemu_version"] == label and result["arch"] == arch
     assert result["boot"]["root"] == "disk"  # the guest runs from the NFS disk
-    migration = result["migration"]
-    assert migration["status"] == "completed" and migration["total_ms"] > 0
-    assert migration["downtime_ms"] >= 0 and migration["transferred_bytes"] > 64 << 20
-    assert migration["dirty_sync_count"] >= 2
-    memory = result["memory"]
-    assert memory["pages_compared"] == 512 * 256 and memory["pages_differing"] == 0
-    dirtyram = result["migrations"][0]["dirtyram"]
-    assert dirtyram["stale"] == 0 and dirtyram["passes_after"] >= 2 and dirtyram["checked"] > 0
-    assert result["migrations"][0]["writeout"]["continues"]
-    network = result["network"]
-    assert network["reachable_before_switch"] is False  # the seed's observation
-    assert network["reachable_after_switch"] is True and network["outage_ms"] > 0
-    assert result["disk"]["fsck_clean"] is True
-    assert result["dirtyram"]["stale"] == 0 and result["dirtyram"]["passes"] >= 3
-    files = {p.name for p in tmp_path.iterdir()}
-    assert f"migration-{arch}.json" in files
-    assert f"migration-{arch}-console-1-gauss-a.log" in files
-    assert f"migration-{arch}-console-final-gauss-b.log" in files
-    assert f"migration-{arch}-qemu-1-gauss-a.log" in files
-    final_console = (tmp_path / f"migration-{arch}-console-final-gauss-b.log").read_text()
-    assert "writeout: " in final_console and "result=PASS" in final_console
+    hop = result["migrations"][0]
+    m = hop["migration"]
+    assert m["status"] == "completed" and m["total_ms"] > 0 and m["downtime_ms"] >= 0
+    assert m["transferred_bytes"] > 64 << 20 and m["dirty_sync_count"] >= 2
+    assert m["switchover_at"] is not None and m["switchover_at"] >= m["started_at"]
+    assert hop["iterations"] and hop["iterations"][-1]["pass_no"] == m["dirty_sync_count"]
+    assert hop["memory"]["pages_compared"] == 512 * 256 and hop["memory"]["differing_pages"] == []
+    load = hop["loads"][0]
+    assert load["ident"] == "dirtyram" and load["stale_after"] == load["stale_before"] == 0
+    assert load["passes_after"] >= load["passes_before"] + 2
+    net = hop["network"]
+    assert net["reachable_before_switch"] is False  # the seed's observation
+    assert net["reachable_after_switch"] is True
+    # the outage is timed from QEMU's RESUME event, the switch right after it
+    assert 0 < net["switch_to_reply_ms"] <= net["outage_ms"]
+    assert result["disk"]["fsck_exit"] == 0
+    assert result["final_loads"] == [{"ident": "dirtyram", "result": "PASS", "stale": 0}]
+    assert "removed 3 container(s)" not in result["cleanup"]  # the module's lab stays up
+    files = {p.name for p in (tmp_path / f"migration-{arch}").iterdir()}
+    assert {
+        "index.html",
+        "summary.md",
+        "results.json",
+        f"migration-{arch}.json",
+        "console-final-gauss-b.log",
+    } <= files
 
 
-def test_negative_control_names_the_altered_page(built_images: dict[str, str], lab: str) -> None:
-    code, result, _ = run_migration("--arch", "armv8", "--corrupt-page", "131000")
+def test_negative_controls_make_each_check_fail_for_real(lab: str) -> None:
+    """One run, five faults, five checks that must fail with their evidence, and no other
+    check failing."""
+    code, result, _ = run_migration(
+        "--arch",
+        "armv8",
+        "--inject",
+        "corrupt-page=131000",
+        "--inject",
+        "stale-load-page",
+        "--inject",
+        "time-jump=40",
+        "--inject",
+        "no-route-switch",
+        "--inject",
+        "corrupt-disk",
+    )
     assert code == 1 and result["verdict"] == "fail"
-    assert result["memory"]["differing_pages"] == [131000]
-    assert result["memory"]["details"][0]["guest_physical"] == hex(0x40000000 + 131000 * 4096)
-    assert any("differ between source and destination: [131000]" in f for f in result["failures"])
+    fails = failing(result)
+    assert set(fails) == {
+        "ram-pages",
+        "load-stale",
+        "writeout-gap",
+        "reachable-after-switch",
+        "e2fsck",
+        "loads-final",
+    }, result["failures"]
+    ram = fails["ram-pages"][0]["evidence"]
+    assert 131000 in ram["differing_pages"] and len(ram["differing_pages"]) == 2
+    stale_page = [p for p in ram["differing_pages"] if p != 131000][0]
+    hop = result["migrations"][0]
+    details = {d["page"]: d for d in hop["memory"]["details"]}
+    assert details[131000]["guest_physical"] == hex(0x40000000 + 131000 * 4096)
+    assert details[stale_page]["source_stamp"].startswith("seed page=")
+    assert details[stale_page]["destination_stamp"].startswith("seed page=")
+    assert details[stale_page]["source_stamp"] != details[stale_page]["destination_stamp"]
+    assert "stale page(s) on gauss-b" in fails["load-stale"][0]["summary"]
+    assert fails["writeout-gap"][0]["evidence"]["gap_seconds"] >= 40
+    assert "cannot reach the guest" in fails["reachable-after-switch"][0]["summary"]
+    assert "e2fsck -fn exit 4" in fails["e2fsck"][0]["summary"]
 
 
-def test_round_trip_a_b_a(built_images: dict[str, str], lab: str) -> None:
+def test_split_brain_is_caught_by_the_old_route(lab: str) -> None:
+    code, result, _ = run_migration("--arch", "armv8", "--inject", "split-brain")
+    assert code == 1
+    fails = failing(result)
+    assert "unreachable-before-switch" in fails, result["failures"]
+    assert "split brain" in fails["unreachable-before-switch"][0]["summary"]
+    assert fails["unreachable-before-switch"][0]["evidence"]["old_route_replies"] > 0
+
+
+def test_round_trip_a_b_a(lab: str) -> None:
     code, result, _ = run_migration("--arch", "armv7", "--round-trips", "1")
     assert code == 0 and result["verdict"] == "pass", result["failures"]
     hops = [(m["source"], m["destination"]) for m in result["migrations"]]
     assert hops == [("gauss-a", "gauss-b"), ("gauss-b", "gauss-a")]
     for m in result["migrations"]:
-        assert m["verdict"] == "pass" and m["memory"]["pages_differing"] == 0
+        assert m["verdict"] == "pass" and m["memory"]["differing_pages"] == []
         assert m["network"]["reachable_after_switch"]
-    assert result["disk"]["fsck_clean"]
 
 
 def test_lab_link_cut_mid_transfer_fails_then_a_retry_succeeds(
-    docker_client: docker.DockerClient, built_images: dict[str, str], lab: str
+    docker_client: docker.DockerClient, lab: str
 ) -> None:
     lab_obj = Lab(docker_client, LAB)
     cut = threading.Event()
     restored = threading.Event()
 
-    def on_progress(info: dict[str, Any]) -> None:
-        if not cut.is_set() and info["status"] == "active" and info["transferred"] > 16 << 20:
+    def on_progress(sample: MigrationSample) -> None:
+        if not cut.is_set() and sample.status == "active" and sample.transferred > 16 << 20:
             cut.set()
             assert lab_obj.exec("gauss-b", ["ip", "link", "set", "eth0", "down"])[0] == 0
 
@@ -104,13 +175,11 @@ def test_lab_link_cut_mid_transfer_fails_then_a_retry_succeeds(
             assert lab_obj.exec("gauss-b", ["ip", "link", "set", "eth0", "up"])[0] == 0
             restored.set()
 
-    # at 100 Mbit/s the dirty rate must stay well below the link (here 2.6 MB/s) or the
-    # retry cannot converge
+    # at 100 Mbit/s the dirty rate must stay well below the link or the retry cannot converge
     params = MigrationParams(
         arch="armv8",
         bandwidth="100mbit",
-        pages=2048,
-        burst=32,
+        loads=("seed:2048:32:50",),
         stall_timeout=4,
         retries=1,
         migration_timeout=180,
@@ -119,22 +188,119 @@ def test_lab_link_cut_mid_transfer_fails_then_a_retry_succeeds(
     result = MigrationScenario(docker_client, params, on_step, on_progress).run()
     assert cut.is_set() and restored.is_set()
     first, second = result.migrations
-    assert first.migration["status"] == "failed" and "no progress" in first.migration["error"]
-    assert first.source_after_failure["status"] == "running"
-    assert first.source_after_failure["stale"] == 0
-    assert second.attempt == 2 and second.migration["status"] == "completed"
-    assert second.memory["pages_differing"] == 0
-    assert result.verdict == "pass", result.failures
+    assert first.migration is not None and first.migration.status == "failed"
+    assert "no progress" in first.migration.error
+    assert first.source_after_failure is not None
+    assert first.source_after_failure.status == "running" and first.source_after_failure.stale == 0
+    assert second.attempt == 2 and second.migration and second.migration.status == "completed"
+    assert result.verdict.value == "pass", result.failures
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_destination_killed_mid_migration_is_a_verdict(
+    docker_client: docker.DockerClient, lab: str, retries: int
+) -> None:
+    killed = threading.Event()
+
+    def on_progress(sample: MigrationSample) -> None:
+        if not killed.is_set() and sample.status == "active" and sample.transferred > 8 << 20:
+            killed.set()
+            docker_client.containers.get(f"{LAB}-gauss-b").kill()
+
+    params = MigrationParams(
+        arch="armv8",
+        bandwidth="100mbit",
+        loads=("seed:2048:32:500",),
+        stall_timeout=5,
+        retries=retries,
+        lab=LAB,
+    )
+    result = MigrationScenario(docker_client, params, None, on_progress).run()
+    assert killed.is_set()
+    first = result.migrations[0]
+    assert first.fault == "destination gauss-b died during migration 1: container exited 137"
+    assert first.source_after_failure is not None
+    assert first.source_after_failure.status == "running"
+    assert first.source_after_failure.stale == 0
+    if retries == 0:
+        assert result.verdict.value == "fail"
+        assert result.first_failure.endswith(
+            "migration-completed: destination gauss-b died during migration 1: container exited 137"
+        )
+    else:  # the lab is healed (gauss-b started again) and the migration tried again
+        assert len(result.migrations) == 2 and result.migrations[1].migration is not None
+        assert result.migrations[1].migration.status == "completed"
+        assert result.verdict.value == "pass", result.failures
+    assert run_cli("up", "--lab", LAB, "--topology", SUITE_TOPOLOGY).returncode == 0
+
+
+def test_source_qemu_killed_mid_migration_is_a_verdict(
+    docker_client: docker.DockerClient, lab: str
+) -> None:
+    killed = threading.Event()
+
+    def on_progress(sample: MigrationSample) -> None:
+        if not killed.is_set() and sample.status == "active" and sample.transferred > 8 << 20:
+            killed.set()
+            docker_client.containers.get(f"{LAB}-gauss-a").exec_run(["pkill", "-9", "qemu-system"])
+
+    params = MigrationParams(
+        arch="armv8", bandwidth="100mbit", loads=("seed:2048:32:500",), lab=LAB
+    )
+    result = MigrationScenario(docker_client, params, None, on_progress).run()
+    assert killed.is_set() and result.verdict.value == "fail"
+    first = result.migrations[0]
+    assert first.fault is not None and first.fault.startswith(
+        "source QEMU on gauss-a died during migration 1"
+    ), first.fault
+    intact = [c for c in result.checks if c.check == "source-intact"]
+    assert intact and intact[0].failed
+    assert node_processes(docker_client, LAB) == {}
+
+
+def test_nfs_server_paused_for_5_s_mid_migration_passes(
+    docker_client: docker.DockerClient, lab: str
+) -> None:
+    paused = threading.Event()
+
+    def pause_nfs() -> None:
+        container = docker_client.containers.get(f"{LAB}-nfs")
+        container.pause()
+        threading.Timer(5.0, container.unpause).start()
+
+    def on_progress(sample: MigrationSample) -> None:
+        if not paused.is_set() and sample.status == "active" and sample.transferred > 8 << 20:
+            paused.set()
+            pause_nfs()
+
+    params = MigrationParams(
+        arch="armv8", bandwidth="100mbit", loads=("seed:2048:32:500",), lab=LAB
+    )
+    result = MigrationScenario(docker_client, params, None, on_progress).run()
+    assert paused.is_set()
+    assert result.verdict.value == "pass", result.failures
+
+
+def test_hold_keeps_the_migration_iterating(lab: str) -> None:
+    code, result, _ = run_migration("--arch", "armv8", "--hold", "3")
+    assert code == 0, result["failures"]
+    m = result["migrations"][0]["migration"]
+    assert m["held_seconds"] >= 3 and m["syncs_while_holding"] >= 10
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--pages", "100", "--burst", "200"], "--burst 200 is larger than --pages 100"),
+        (["--pages", "100", "--burst", "200"], "burst"),
         (["--mem", "4096"], "--mem 4096 is out of range for armv7"),
-        (["--pages", "200000", "--mem", "512"], "does not fit a guest with --mem 512"),
+        (["--pages", "200000", "--mem", "512"], "512"),
         (["--corrupt-page", "999999"], "--corrupt-page 999999 is outside the guest's RAM"),
         (["--bandwidth", "fast"], "--bandwidth: bad rate 'fast'"),
+        (["--load", "hot:abc"], "--load hot:abc"),
+        (["--inject", "meteor"], "--inject meteor: unknown fault 'meteor'"),
+        (["--hold", "-1"], "--hold -1 is out of range"),
+        (["--report", "/proc/nope"], "--report /proc/nope"),
+        (["--topology", "tests/fixtures/topologies/not-utf8.toml"], "not UTF-8"),
     ],
 )
 def test_bad_parameters_are_one_line(args: list[str], message: str) -> None:
@@ -146,78 +312,29 @@ def test_bad_parameters_are_one_line(args: list[str], message: str) -> None:
         *args,
         env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"},
     )
-    assert proc.returncode == 2
+    assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
 
 
 def test_lab_that_cannot_be_brought_up_is_one_line(docker_client: docker.DockerClient) -> None:
     proc = run_cli(
-        "run", "migration", "--lab", "tbnoimg", env={"TESTBED_IMAGE_PREFIX": "testbed-absent"}
+        "run",
+        "migration",
+        "--lab",
+        "tbnoimg",
+        "--topology",
+        SUITE_TOPOLOGY,
+        env={"TESTBED_IMAGE_PREFIX": "testbed-absent"},
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        "error: image testbed-absent/qemu-arm:bookworm-backports is missing: build it with "
-        "`testbed images build`"
-    ]
+    lines = proc.stderr.strip().splitlines()
+    assert (
+        len(lines) == 1
+        and "image testbed-absent/qemu-arm:bookworm-backports is missing" in lines[0]
+        and "testbed images build" in lines[0]
+    ), proc.stderr
 
 
-def test_monitor_and_console_attach_to_a_running_guest(
-    docker_client: docker.DockerClient, built_images: dict[str, str], lab: str
-) -> None:
-    """The person's way in, through a real terminal: HMP `info status` and a shell
-    command on the serial console of a guest the lab runs."""
-    import os
-    import pty
-    import select
-    import sys
-    import time
-
-    from tests.conftest import ROOT
-
-    lab_obj = Lab(docker_client, LAB)
-    lab_obj.up()
-    spec = {
-        "arch": "armv8",
-        "tap": "tap0",
-        "mac": "52:54:00:12:34:56",
-        "guest_ip": "192.168.2.100/24",
-        "guest_gateway": "192.168.2.1",
-    }
-    lab_obj.agent("gauss-a", "vm", "start", "--spec", json.dumps(spec))
-    try:
-        lab_obj.agent("gauss-a", "vm", "ready", "--timeout", "60")
-
-        def converse(verb: str, typed: bytes, expect: bytes) -> bytes:
-            pid, fd = pty.fork()
-            if pid == 0:
-                os.chdir(ROOT)
-                os.execv(
-                    sys.executable, [sys.executable, "-m", "testbed", verb, "gauss-a", "--lab", LAB]
-                )
-            seen = b""
-            deadline = time.monotonic() + 30
-            sent = False
-            try:
-                while expect not in seen and time.monotonic() < deadline:
-                    ready, _, _ = select.select([fd], [], [], 0.5)
-                    if ready:
-                        try:
-                            seen += os.read(fd, 4096)
-                        except OSError:
-                            break
-                    if not sent and (b"leave with" in seen):
-                        time.sleep(1)
-                        os.write(fd, typed)
-                        sent = True
-            finally:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                os.close(fd)
-            return seen
-
-        assert b"VM status: running" in converse("monitor", b"info status\r", b"VM status")
-        out = converse("console", b"echo tb-$((40+2))\r", b"tb-42")
-        assert b"tb-42" in out
-    finally:
-        lab_obj.agent("gauss-a", "vm", "stop")
+def test_topology_of_the_suite_is_not_the_seed_subnet() -> None:
+    assert topology.load(SUITE_TOPOLOGY).network.subnet == "10.210.10.0/24"

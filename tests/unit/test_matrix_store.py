@@ -11,7 +11,7 @@ import pytest
 from testbed.errors import UserError
 from testbed.matrix.cells import Shard, pairs
 from testbed.matrix.records import Cell, RunRecord
-from testbed.matrix.runner import Progress, run_cell, run_matrix
+from testbed.matrix.runner import Progress, run_matrix
 from testbed.matrix.store import ResultStore, StoreError, merge
 from tests.unit import matrix_samples as samples
 
@@ -175,8 +175,3 @@ def test_a_record_of_another_pair_is_a_programming_error(tmp_path: Path) -> None
     with pytest.raises(ValueError, match="returned a record of"):
         run_matrix(CELLS, 1, Shard(), store, lambda cell, run: fake_run(CELLS[0], run + 1))
     assert store.records() == []
-
-
-def test_run_cell_waits_for_the_scenario_rewrite() -> None:
-    with pytest.raises(NotImplementedError, match="scenario rewrite"):
-        run_cell(samples.HOT_7_2, 1, lab="gauss")

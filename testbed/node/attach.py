@@ -1,0 +1,89 @@
+"""``python3 -m testbed.node attach``: the host's way to the node agent.
+
+Run through ``docker exec -i`` (so it works wherever the Docker API does, Docker Desktop
+included); starts the agent if it does not run yet (under a lock, so two hosts racing
+start one agent), then relays stdin to the agent's socket and the socket to stdout until
+either side closes.  When the host goes away (Ctrl-C, a crash, SIGKILL), the exec stream
+closes, this relay ends, and the agent ends the session: what it started stops."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from testbed import protocol
+
+AGENT_LOG = "/run/testbed/agent.log"
+LOCK = "/run/testbed/agent.lock"
+START_TIMEOUT = 20.0
+
+
+def _connect(path: str) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+        return sock
+    except OSError:
+        sock.close()
+        return None
+
+
+def ensure_agent(path: str = protocol.AGENT_SOCKET) -> socket.socket:
+    sock = _connect(path)
+    if sock is not None:
+        return sock
+    Path(LOCK).parent.mkdir(parents=True, exist_ok=True)
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        sock = _connect(path)  # another relay may have started it meanwhile
+        if sock is not None:
+            return sock
+        with open(AGENT_LOG, "ab") as log:
+            subprocess.Popen(
+                [sys.executable, "-m", "testbed.node", "agent", "--socket", path],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                close_fds=True,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            sock = _connect(path)
+            if sock is not None:
+                return sock
+            time.sleep(0.02)
+    tail = Path(AGENT_LOG).read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+    raise SystemExit(f"testbed agent did not start within {START_TIMEOUT:.0f} s: {tail[0]}")
+
+
+def relay(sock: socket.socket) -> None:
+    def upstream() -> None:
+        try:
+            while data := os.read(0, 1 << 16):
+                sock.sendall(data)
+        except OSError:
+            pass
+        # the host is gone: close, so that the agent ends the session
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    threading.Thread(target=upstream, daemon=True).start()
+    try:
+        while data := sock.recv(1 << 16):
+            os.write(1, data)
+    except OSError:
+        pass
+
+
+def main(path: str = protocol.AGENT_SOCKET) -> int:
+    relay(ensure_agent(path))
+    return 0

@@ -1,0 +1,251 @@
+"""testbed.checks.shmem: every check of the shared-memory replication passes on a good
+observation and fails, saying why, on every bad one; judge() assembles them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from testbed.checks import shmem
+from testbed.checks.base import CheckResult, Outcome
+from testbed.checks.shmem import (
+    CheckpointExact,
+    FinalIdentity,
+    GuestChecksum,
+    QemuAlive,
+    ReplicationCompleted,
+    ShmemObservations,
+    SumR,
+    VmResumed,
+)
+from testbed.node.replicate import Checkpoint, ReplicationReport
+
+ABORT = (
+    "qemu-system-aarch64: ../system/physmem.c:1007: tlb_reset_dirty_range_all: Assertion "
+    "`block == qemu_get_ram_block(end - 1)' failed."
+)
+
+
+def checkpoint(
+    epoch: int,
+    final: bool = False,
+    differing: list[int] | None = None,
+    src: str = "12345 1024",
+    dest: str | None = None,
+) -> Checkpoint:
+    return Checkpoint(
+        epoch=epoch,
+        final=final,
+        exact=not differing,
+        differing_pages=differing or [],
+        sum_r_src=src,
+        sum_r_dest=src if dest is None else dest,
+        vm_status="paused",
+    )
+
+
+def report(checkpoints: list[Checkpoint] | None = None, resumed: bool = True) -> ReplicationReport:
+    cps = (
+        [checkpoint(1), checkpoint(2), checkpoint(3, final=True)]
+        if checkpoints is None
+        else checkpoints
+    )
+    final = next((cp for cp in cps if cp.final), None)
+    return ReplicationReport(
+        qemu_version="10.0.2",
+        block="/objects/shm",
+        region_bytes=1 << 20,
+        epochs=3,
+        rounds=42,
+        checkpoints=len(cps),
+        inexact=[cp for cp in cps if not cp.exact],
+        all_checkpoints=cps,
+        final=final,
+        stop_reason="guest quiet",
+        resumed=resumed,
+    )
+
+
+def observations(rep: ReplicationReport | None = None, **changes: object) -> ShmemObservations:
+    good = ShmemObservations(
+        report=report() if rep is None else rep,
+        qemu_alive=True,
+        qemu_last_words="",
+        guest_sum_output="12345 1024\n",
+        guest_sum="12345 1024",
+    )
+    return replace(good, **changes)  # type: ignore[arg-type]
+
+
+def assert_pass(result: CheckResult, check: str) -> None:
+    assert result.check == check
+    assert result.outcome is Outcome.PASS, result.line()
+
+
+def assert_fail(result: CheckResult, check: str, *words: str) -> None:
+    assert result.check == check
+    assert result.outcome is Outcome.FAIL, result.line()
+    assert "\n" not in result.summary
+    for word in words:
+        assert word in result.summary, (word, result.summary)
+
+
+def test_the_check_catalogue() -> None:
+    assert [c.name for c in shmem.CHECKS] == [
+        "qemu-alive",
+        "replication-completed",
+        "checkpoint",
+        "final-identity",
+        "sum-r",
+        "guest-checksum",
+        "vm-resumed",
+    ]
+
+
+# -- qemu-alive, replication-completed ---------------------------------------------------------
+def test_qemu_alive() -> None:
+    assert_pass(QemuAlive().judge(observations()), "qemu-alive")
+    result = QemuAlive().judge(observations(qemu_alive=False, qemu_last_words=ABORT))
+    assert_fail(result, "qemu-alive", "QEMU exited", "tlb_reset_dirty_range_all")
+    assert result.evidence["last_words"] == ABORT
+
+
+def test_replication_completed() -> None:
+    result = ReplicationCompleted().judge(observations())
+    assert_pass(result, "replication-completed")
+    assert result.summary == "3 epochs, 42 sync rounds, stopped: guest quiet"
+    assert result.evidence == {"epochs": 3, "rounds": 42}
+
+
+def test_replication_completed_fails_with_the_fault() -> None:
+    fault = "receiver on gauss-b died during replication: container exited 137"
+    assert_fail(
+        ReplicationCompleted().judge(observations(fault=fault)), "replication-completed", fault
+    )
+    # a fault fails it even when a report came
+    assert ReplicationCompleted().judge(observations(report(), fault=fault)).failed
+
+
+def test_replication_completed_without_a_report_fails() -> None:
+    result = ReplicationCompleted().judge(replace(observations(), report=None))
+    assert_fail(result, "replication-completed", "without a result")
+
+
+# -- checkpoint, final-identity, sum-r ---------------------------------------------------------
+def test_checkpoint_exact() -> None:
+    result = CheckpointExact().judge(checkpoint(4))
+    assert_pass(result, "checkpoint")
+    assert result.subject == "checkpoint 4"
+    assert CheckpointExact().judge(checkpoint(9, final=True)).subject == "checkpoint 9 (final)"
+
+
+def test_checkpoint_inexact_names_the_pages() -> None:
+    result = CheckpointExact().judge(checkpoint(4, differing=[3, 250]))
+    assert_fail(result, "checkpoint", "2 page(s) differ", "[3, 250]")
+    assert result.evidence["differing_pages"] == [3, 250]
+    assert result.evidence["epoch"] == 4
+
+
+def test_final_identity() -> None:
+    assert_pass(FinalIdentity().judge(report()), "final-identity")
+    bad = report([checkpoint(1), checkpoint(2, final=True, differing=[7])])
+    assert_fail(FinalIdentity().judge(bad), "final-identity", "1 page(s) differ at the end", "[7]")
+    assert_fail(
+        FinalIdentity().judge(report([checkpoint(1)])), "final-identity", "no final checkpoint"
+    )
+
+
+def test_sum_r() -> None:
+    result = SumR().judge(report())
+    assert_pass(result, "sum-r")
+    assert result.summary == "sum -r 12345 1024 both"
+    # the spacing of sum's output does not matter, the numbers do
+    spaced = report([checkpoint(1, final=True, src="12345 1024", dest="12345    1024")])
+    assert_pass(SumR().judge(spaced), "sum-r")
+    bad = report([checkpoint(1, final=True, src="12345 1024", dest="54321 1024")])
+    assert_fail(SumR().judge(bad), "sum-r", "12345 1024 (region)", "54321 1024 (destination)")
+    assert_fail(SumR().judge(report([checkpoint(1)])), "sum-r", "no final checkpoint")
+
+
+# -- guest-checksum ----------------------------------------------------------------------------
+def test_guest_checksum_pass() -> None:
+    result = GuestChecksum().judge(observations())
+    assert_pass(result, "guest-checksum")
+    assert result.summary == "sum -r 12345 1024 in guest and host"
+
+
+def test_guest_checksum_unparseable_output_fails_not_skipped() -> None:
+    result = GuestChecksum().judge(
+        observations(guest_sum_output="tstaeshm: cannot open BAR2\nusage: ...", guest_sum=None)
+    )
+    assert_fail(result, "guest-checksum", "did not parse", "cannot open BAR2")
+    assert result.outcome is not Outcome.SKIPPED
+
+
+def test_guest_checksum_difference_fails() -> None:
+    result = GuestChecksum().judge(observations(guest_sum="11111 1024"))
+    assert_fail(result, "guest-checksum", "11111 1024", "12345 1024", "final checkpoint")
+    assert "incoherence" not in result.summary
+
+
+def test_guest_checksum_difference_under_kvm_says_incoherence() -> None:
+    result = GuestChecksum().judge(observations(guest_sum="11111 1024", accel="kvm"))
+    assert_fail(result, "guest-checksum", "incoherence", "KVM")
+
+
+@pytest.mark.parametrize("rep", [None, report([checkpoint(1)])], ids=["no report", "no final"])
+def test_guest_checksum_without_a_host_checksum_fails(rep: ReplicationReport | None) -> None:
+    obs = replace(observations(), report=rep)
+    assert_fail(GuestChecksum().judge(obs), "guest-checksum", "no host checksum")
+
+
+# -- vm-resumed --------------------------------------------------------------------------------
+def test_vm_resumed() -> None:
+    assert_pass(VmResumed().judge(report()), "vm-resumed")
+    assert_fail(VmResumed().judge(report(resumed=False)), "vm-resumed", "not running")
+
+
+# -- judge() -----------------------------------------------------------------------------------
+def names(results: list[CheckResult]) -> list[tuple[str, str, str]]:
+    return [(r.check, r.subject, r.outcome.value) for r in results]
+
+
+def test_judge_all_good() -> None:
+    assert names(shmem.judge(observations())) == [
+        ("qemu-alive", "QEMU", "pass"),
+        ("replication-completed", "daemon", "pass"),
+        ("checkpoint", "checkpoint 1", "pass"),
+        ("checkpoint", "checkpoint 2", "pass"),
+        ("checkpoint", "checkpoint 3 (final)", "pass"),
+        ("final-identity", "final", "pass"),
+        ("sum-r", "final", "pass"),
+        ("guest-checksum", "guest", "pass"),
+        ("vm-resumed", "VM", "pass"),
+    ]
+
+
+def test_judge_one_result_per_checkpoint() -> None:
+    cps = [
+        checkpoint(1),
+        checkpoint(2, differing=[5]),
+        checkpoint(3, differing=[6, 7]),
+        checkpoint(4, final=True),
+    ]
+    results = shmem.judge(observations(report(cps)))
+    checkpoints = [(r.subject, r.outcome.value) for r in results if r.check == "checkpoint"]
+    assert checkpoints == [
+        ("checkpoint 1", "pass"),
+        ("checkpoint 2", "fail"),
+        ("checkpoint 3", "fail"),
+        ("checkpoint 4 (final)", "pass"),
+    ]
+    assert {r.check for r in results if r.failed} == {"checkpoint"}
+
+
+def test_judge_with_report_none() -> None:
+    obs = ShmemObservations(None, False, ABORT, None, None, fault="QEMU on gauss-a died")
+    assert names(shmem.judge(obs)) == [
+        ("qemu-alive", "QEMU", "fail"),
+        ("replication-completed", "daemon", "fail"),
+    ]

@@ -1,0 +1,220 @@
+"""The verdict (testbed.scenarios.common.decide) against the shipped known defects, a check
+result's line, and the cleanup report's one-line summary."""
+
+from __future__ import annotations
+
+import pytest
+
+from testbed.checks.base import CheckResult, VerdictKind, failed, passed, skipped
+from testbed.cleanup import Removed
+from testbed.known_defects import load_defects
+from testbed.matrix.records import Cell
+from testbed.scenarios.common import CleanupReport, decide
+
+DEFECTS = {d.id: d for d in load_defects()}
+SHM_FIX = "tcg-dirty-sync-fastpath"
+SHM_10 = "tcg-shmem-lost-writes-10.0"
+ABORT = "tcg-tlb-reset-dirty-range-all-abort"
+HOT = "tcg-armv7-smp-hot-ram-loss-7.2"
+ASSERTION = (
+    "qemu-system-aarch64: ../system/physmem.c:1007: tlb_reset_dirty_range_all: Assertion "
+    "`block == qemu_get_ram_block(end - 1)' failed."
+)
+
+
+def shmem_cell(load: str = "dirty", accel: str = "tcg", arch: str = "armv8") -> Cell:
+    return Cell("shmem", "bookworm", arch, 1, load, accel)
+
+
+def shmem_checks(*failing: str) -> list[CheckResult]:
+    results = [
+        passed("qemu-alive", "QEMU", "running"),
+        passed("replication-completed", "daemon", "3 epochs"),
+    ]
+    for epoch in (1, 2, 3):
+        if "checkpoint" in failing and epoch != 1:
+            results.append(failed("checkpoint", f"checkpoint {epoch}", f"{epoch} page(s) differ"))
+        else:
+            results.append(passed("checkpoint", f"checkpoint {epoch}", "exact"))
+    for name in ("final-identity", "sum-r", "guest-checksum", "vm-resumed"):
+        if name in failing:
+            results.append(failed(name, "final", f"{name} broke"))
+        else:
+            results.append(passed(name, "final", "ok"))
+    return results
+
+
+def test_the_entries_used_here_exist() -> None:
+    assert {SHM_FIX, SHM_10, ABORT, HOT} <= set(DEFECTS)
+
+
+# -- decide() ----------------------------------------------------------------------------------
+def test_all_pass_is_pass() -> None:
+    checks = shmem_checks()
+    verdict = decide(checks, shmem_cell(), "7.2.22", "tcg")
+    assert verdict.verdict is VerdictKind.PASS
+    assert verdict.failures == [] and verdict.first_failure == ""
+    assert verdict.known_defect is None
+    assert verdict.checks == checks
+
+
+def test_skipped_checks_do_not_fail() -> None:
+    checks = [passed("ram-pages", "m1", "ok"), skipped("e2fsck", "root disk", "kept")]
+    assert decide(checks, None, "", "tcg").verdict is VerdictKind.PASS
+
+
+def test_failures_of_a_known_defect_make_known_defect() -> None:
+    verdict = decide(shmem_checks("checkpoint"), shmem_cell(), "7.2.22", "tcg")
+    assert verdict.verdict is VerdictKind.KNOWN_DEFECT
+    ref = verdict.known_defect
+    assert ref is not None
+    assert ref.id == SHM_FIX
+    assert ref.title == DEFECTS[SHM_FIX].title
+    assert ref.fix == "03bfc2188f06 (9.0.0)"
+    assert verdict.failures == [
+        "checkpoint 2: checkpoint: 2 page(s) differ",
+        "checkpoint 3: checkpoint: 3 page(s) differ",
+    ]
+    assert verdict.first_failure == "checkpoint 2: checkpoint: 2 page(s) differ"
+
+
+def test_the_version_picks_the_entry() -> None:
+    verdict = decide(shmem_checks("checkpoint"), shmem_cell(), "10.0.2", "tcg")
+    assert verdict.verdict is VerdictKind.KNOWN_DEFECT
+    assert verdict.known_defect is not None
+    assert verdict.known_defect.id == SHM_10
+    assert verdict.known_defect.fix is None  # no upstream fix known
+
+
+def test_one_more_unrelated_failure_makes_fail() -> None:
+    verdict = decide(shmem_checks("checkpoint", "sum-r"), shmem_cell(), "7.2.22", "tcg")
+    assert verdict.verdict is VerdictKind.FAIL
+    assert verdict.known_defect is None
+    assert verdict.failures[-1] == "final: sum-r: sum-r broke"
+    assert len(verdict.failures) == 3
+
+
+@pytest.mark.parametrize(
+    "cell, version, accel",
+    [
+        (shmem_cell(load="remap"), "7.2.22", "tcg"),  # remap is not the dirty loop
+        (shmem_cell(), "7.2.22", "kvm"),  # the accel the run used, not the cell's
+        (None, "7.2.22", "tcg"),  # no cell: nothing to match
+        (shmem_cell(), "", "tcg"),  # QEMU version unknown
+        (Cell("migration", "bookworm", "armv8", 1, "dirty", "tcg"), "7.2.22", "tcg"),
+    ],
+    ids=["remap", "kvm", "no cell", "no version", "other scenario"],
+)
+def test_a_failure_outside_the_entries_stays_fail(
+    cell: Cell | None, version: str, accel: str
+) -> None:
+    verdict = decide(shmem_checks("checkpoint"), cell, version, accel)
+    assert verdict.verdict is VerdictKind.FAIL
+    assert verdict.known_defect is None
+
+
+def test_the_resolved_accel_matches_an_auto_cell() -> None:
+    verdict = decide(shmem_checks("checkpoint"), shmem_cell(accel="auto"), "7.2.22", "tcg")
+    assert verdict.verdict is VerdictKind.KNOWN_DEFECT
+
+
+def test_message_contains_is_required() -> None:
+    crash = [
+        failed("qemu-alive", "QEMU", f"QEMU exited: {ASSERTION}"),
+        failed("replication-completed", "daemon", "the daemon ended without a result"),
+    ]
+    # replication-completed is not listed by the abort entry
+    assert decide(crash, shmem_cell(), "10.0.2", "tcg").verdict is VerdictKind.FAIL
+    only = crash[:1]
+    verdict = decide(only, shmem_cell(), "10.0.2", "tcg")
+    assert verdict.verdict is VerdictKind.KNOWN_DEFECT
+    assert verdict.known_defect is not None and verdict.known_defect.id == ABORT
+    other = [failed("qemu-alive", "QEMU", "QEMU exited: Segmentation fault")]
+    assert decide(other, shmem_cell(), "10.0.2", "tcg").verdict is VerdictKind.FAIL
+
+
+def test_migration_entry_with_smp_and_load() -> None:
+    cell = Cell("migration", "bookworm", "armv7", 2, "hot:256", "tcg")
+    checks = [
+        failed("ram-pages", "migration 1", "256 pages differ"),
+        failed("load-stale", "migration 1, load hot", "256 stale"),
+        passed("e2fsck", "root disk", "clean"),
+    ]
+    verdict = decide(checks, cell, "7.2.22", "tcg")
+    assert verdict.verdict is VerdictKind.KNOWN_DEFECT
+    assert verdict.known_defect is not None and verdict.known_defect.id == HOT
+    smp1 = Cell("migration", "bookworm", "armv7", 1, "hot:256", "tcg")
+    assert decide(checks, smp1, "7.2.22", "tcg").verdict is VerdictKind.FAIL
+
+
+def test_defects_can_be_given() -> None:
+    checks = shmem_checks("checkpoint")
+    assert decide(checks, shmem_cell(), "7.2.22", "tcg", defects=[]).verdict is VerdictKind.FAIL
+    verdict = decide(checks, shmem_cell(), "7.2.22", "tcg", defects=[DEFECTS[SHM_FIX]])
+    assert verdict.verdict is VerdictKind.KNOWN_DEFECT
+
+
+# -- CheckResult -------------------------------------------------------------------------------
+def test_check_result_line() -> None:
+    result = failed(
+        "ram-pages", "migration 1 (gauss-a -> gauss-b)", "3 of 8 pages differ", pages=[1, 2, 3]
+    )
+    assert result.line() == "migration 1 (gauss-a -> gauss-b): ram-pages: 3 of 8 pages differ"
+    assert result.failed
+    assert result.evidence == {"pages": [1, 2, 3]}
+    assert not passed("x", "y", "z").failed
+    assert not skipped("x", "y", "z").failed
+
+
+# -- CleanupReport -----------------------------------------------------------------------------
+REMOVED = Removed(["lab-nfs", "lab-gauss-a", "lab-gauss-b"], ["lab-net"], ["lab-vol"])
+
+
+@pytest.mark.parametrize(
+    "report, summary",
+    [
+        (CleanupReport(), "nothing to stop or remove"),
+        (
+            CleanupReport(stopped=["QEMU 'guest' on gauss-a", "replicate on gauss-a"]),
+            "stopped QEMU 'guest' on gauss-a, replicate on gauss-a",
+        ),
+        (
+            CleanupReport(removed=REMOVED),
+            "removed 3 container(s), 1 network(s), 1 volume(s) of the lab this run created",
+        ),
+        (
+            CleanupReport(kept=["lab testbed", "the guest on gauss-b"]),
+            "kept lab testbed, the guest on gauss-b",
+        ),
+        (
+            CleanupReport(unreachable=["gauss-b"]),
+            "could not reach gauss-b (their agents stop what this run started when the "
+            "stream closes)",
+        ),
+        (
+            CleanupReport(
+                stopped=["QEMU 'guest' on gauss-a"],
+                unreachable=["gauss-b", "nfs"],
+                removed=None,
+                kept=["lab testbed"],
+            ),
+            "stopped QEMU 'guest' on gauss-a; kept lab testbed; could not reach gauss-b, nfs "
+            "(their agents stop what this run started when the stream closes)",
+        ),
+        (
+            CleanupReport(stopped=["QEMU 'guest' on gauss-b"], removed=REMOVED),
+            "stopped QEMU 'guest' on gauss-b; removed 3 container(s), 1 network(s), "
+            "1 volume(s) of the lab this run created",
+        ),
+    ],
+    ids=["nothing", "stopped", "removed", "kept", "unreachable", "mixed", "stopped+removed"],
+)
+def test_cleanup_summary(report: CleanupReport, summary: str) -> None:
+    assert report.summary() == summary
+    assert "\n" not in report.summary()
+
+
+def test_cleanup_summary_when_the_created_lab_was_already_gone() -> None:
+    summary = CleanupReport(removed=Removed()).summary()
+    assert summary != "nothing to remove of the lab this run created"
+    assert "lab this run created" in summary
