@@ -22,5 +22,7 @@ grep -q ' / ext[34] ' /proc/mounts && root=disk
 export PS1='guest# '
 export PATH=/usr/local/bin:/sbin:/bin:/usr/sbin:/usr/bin
 cd /root 2>/dev/null || cd /
+# a wide terminal: the shell must not wrap the command lines typed on the console
+stty cols 1000 2>/dev/null
 echo "TESTBED-READY arch=$(uname -m) kernel=$(uname -r) root=$root net=$net"
 exec setsid cttyhack /bin/sh
