@@ -13,3 +13,12 @@ class UserError(Exception):
 
     def __str__(self) -> str:
         return f"{self.problem}: {self.fix}" if self.fix else self.problem
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) during a command, after the command cleaned up; ``summary``
+    says exactly what it stopped and removed."""
+
+    def __init__(self, summary: str) -> None:
+        super().__init__(summary)
+        self.summary = summary

@@ -42,6 +42,7 @@ import docker.errors
 import docker.models.images
 
 from testbed import config, labels
+from testbed.config import DEFAULT_SUITE, SUITES
 from testbed.errors import UserError
 from testbed.platforms import (
     PLATFORM_LABEL,
@@ -57,8 +58,6 @@ LOG = logging.getLogger(__name__)
 
 BASE_IMAGE = "debian:bookworm-slim"
 BASE_SUITE = "bookworm"
-SUITES = ("bookworm-backports", "bookworm")  # where QEMU comes from: 10.0.x, 7.2
-DEFAULT_SUITE = "bookworm-backports"
 BOARD_REPOSITORY = f"{config.IMAGE_PREFIX}/qemu-arm"
 NFS_REPOSITORY = f"{config.IMAGE_PREFIX}/nfs"
 NFS_IMAGE = f"{NFS_REPOSITORY}:latest"

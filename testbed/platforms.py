@@ -27,6 +27,7 @@ import requests
 
 from testbed import labels
 from testbed.arch import GuestArch
+from testbed.config import PLATFORM_NAMES
 from testbed.errors import UserError
 from testbed.node.accel import ACCELS, KVM_DEVICE, HostFacts, kvm_refusal
 from testbed.privileges import Privileges, board_privileges, boot_privileges
@@ -51,6 +52,7 @@ class Platform:
 AMD64 = Platform("linux/amd64", "amd64", "x86_64", "qemu-x86_64", "amd64")
 ARM64 = Platform("linux/arm64", "arm64", "aarch64", "qemu-aarch64", "arm64v8")
 PLATFORMS: dict[str, Platform] = {p.name: p for p in (AMD64, ARM64)}
+assert tuple(PLATFORMS) == PLATFORM_NAMES
 _BY_ARCH = {
     "amd64": AMD64,
     "x86_64": AMD64,

@@ -28,7 +28,16 @@ AGENT_SOCKET = "/run/testbed/agent.sock"
 VM_ROOT = "/run/testbed/vm"
 
 # The modules that run inside the nodes: their digest tells a stale board image apart.
-NODE_CODE = ("__init__.py", "arch.py", "codec.py", "errors.py", "loads.py", "protocol.py")
+NODE_CODE = (
+    "__init__.py",
+    "arch.py",
+    "codec.py",
+    "config.py",
+    "errors.py",
+    "loads.py",
+    "protocol.py",
+    "rates.py",
+)
 NODE_PACKAGES = ("node",)
 
 R = TypeVar("R")

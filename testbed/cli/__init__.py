@@ -11,11 +11,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from rich.markup import escape
+
 from testbed import __version__
 from testbed.cli import boot, guest, images, lab, matrix, migrate, run
 from testbed.cli.output import err
-from testbed.errors import UserError
-from testbed.scenarios.common import Interrupted
+from testbed.errors import Interrupted, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,10 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except UserError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        # the text as is: no rich markup ("[x]") or emoji codes (":abc:") taken from it
+        err.print(
+            f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True, emoji=False
+        )
         return 2
     except Interrupted as exc:
-        err.print(f"interrupted: {exc.cleanup.summary()}", highlight=False)
+        err.print(f"interrupted: {exc.summary}", highlight=False, markup=False)
         return 130
     except KeyboardInterrupt:
         err.print("interrupted")

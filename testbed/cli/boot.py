@@ -7,11 +7,9 @@ import logging
 from typing import Any
 
 from testbed.arch import ARCHES
-from testbed.boot import ROOTS
 from testbed.cli.output import err, out, print_json, table
-from testbed.images import DEFAULT_SUITE, SUITES
+from testbed.config import DEFAULT_SUITE, PLATFORM_NAMES, SUITES
 from testbed.node.accel import ACCELS
-from testbed.platforms import PLATFORMS
 
 LOG = logging.getLogger("testbed")
 
@@ -102,7 +100,7 @@ def register(sub: Any) -> None:
     )
     boot.add_argument(
         "--platform",
-        choices=list(PLATFORMS),
+        choices=list(PLATFORM_NAMES),
         help="the board image's platform (default: the engine's own); another one runs "
         "by emulation (binfmt_misc, qemu-user) from `testbed images build --platform P`",
     )
@@ -114,7 +112,7 @@ def register(sub: Any) -> None:
     )
     boot.add_argument(
         "--root",
-        choices=ROOTS,
+        choices=("initramfs", "disk"),
         default="initramfs",
         help="stay in the initramfs, or switch_root into (a copy of) the ext3 "
         "root disk on virtio-blk",

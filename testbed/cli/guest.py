@@ -10,16 +10,23 @@ from typing import Any
 from testbed import codec
 from testbed.arch import ARCHES
 from testbed.cli.output import err, out, print_json, table
+from testbed.config import DEFAULT_LAB
 from testbed.errors import UserError
-from testbed.lab import DEFAULT_LAB
 from testbed.node.accel import ACCELS
 
 
 def _lab(args: argparse.Namespace) -> Any:
     from testbed import docker_client
-    from testbed.lab import Lab, check_lab_name
+    from testbed.config import check_lab_name
+    from testbed.lab.lab import Lab
 
-    return Lab(docker_client.connect(), check_lab_name(args.lab))
+    name = check_lab_name(args.lab)  # before the engine is contacted
+    return Lab(docker_client.connect(), name)
+
+
+def _check_timeout(timeout: float) -> None:
+    if not timeout > 0:  # also NaN
+        raise UserError(f"--timeout {timeout:g} is out of range", "use more than 0 seconds")
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -30,7 +37,10 @@ def cmd_start(args: argparse.Namespace) -> int:
     if shm is not None:
         from testbed.scenarios.shmem import ShmemParams
 
-        ShmemParams(shm_size=shm).validate()
+        try:
+            ShmemParams(shm_size=shm).validate()
+        except UserError as exc:  # the option is --shm here
+            raise UserError(exc.problem.replace("--shm-size", "--shm", 1), exc.fix) from None
     request = GuestRequest(
         args.arch, args.mem, args.smp, args.accel, args.incoming, shm, args.fresh_disk
     )
@@ -70,6 +80,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     from testbed.protocol import VmStop
     from testbed.scenarios.byhand import board
 
+    _check_timeout(args.timeout)
     lab = _lab(args)
     board(lab, args.node)
     stopped = lab.call(args.node, VmStop(timeout=args.timeout))
@@ -132,6 +143,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     words = args.cmd
     if not words:
         raise UserError("no command given", "use testbed guest run NODE -- COMMAND")
+    _check_timeout(args.timeout)
     lab = _lab(args)
     board(lab, args.node)
     started = time.monotonic()

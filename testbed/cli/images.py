@@ -8,8 +8,7 @@ from typing import Any
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from testbed.cli.output import err, mib, out, print_json, table
-from testbed.images import DEFAULT_SUITE, SUITES
-from testbed.platforms import PLATFORMS
+from testbed.config import DEFAULT_SUITE, PLATFORM_NAMES, SUITES
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -143,7 +142,7 @@ def register(sub: Any) -> None:
     )
     build.add_argument(
         "--platform",
-        choices=list(PLATFORMS),
+        choices=list(PLATFORM_NAMES),
         help="the images' platform (default: the engine's own); another one is built by "
         "emulation and needs binfmt_misc with qemu-user-static (flag F)",
     )

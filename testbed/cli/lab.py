@@ -8,27 +8,58 @@ import os
 import shutil
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from testbed import codec
 from testbed.cli.output import err, out, print_json, table
+from testbed.config import DEFAULT_LAB, DEFAULT_SUITE, SUITES
+
+if TYPE_CHECKING:
+    from testbed.lab.routes import NodeRoutes
+    from testbed.protocol import RouteEntry
 from testbed.errors import UserError
-from testbed.images import DEFAULT_SUITE, SUITES
-from testbed.lab import DEFAULT_LAB
-from testbed.lab.routes import NodeRoutes
-from testbed.protocol import RouteEntry
 
 
 def _lab(args: argparse.Namespace, with_topology: bool = False) -> Any:
     from testbed import docker_client, topology
-    from testbed.lab import Lab, check_lab_name
+    from testbed.config import check_lab_name
+    from testbed.lab.lab import Lab
 
     check_lab_name(args.lab)
+    if with_topology:
+        check_topology_option(args.topology)
     topo = topology.load(args.topology) if with_topology else None
     return Lab(docker_client.connect(), args.lab, topo, getattr(args, "qemu_suite", DEFAULT_SUITE))
 
 
+def check_topology_option(path: str | None) -> None:
+    if path is not None and not path.strip():
+        raise UserError(
+            "--topology is empty", "give a topology TOML file, or leave it out for the seed's"
+        )
+
+
+def check_bandwidth(rate: str | None) -> None:
+    """A tc rate (e.g. 1gbit), refused on the host before anything is contacted."""
+    from testbed.matrix.cells import link_bps
+
+    if rate is not None and link_bps(rate) is None:
+        raise UserError(
+            f"--bandwidth: bad rate {rate!r}", "use a number with kbit, mbit or gbit, e.g. 1gbit"
+        )
+
+
+def _check_destination(dst: str) -> None:
+    """An address (anything starting with a digit: node names start with a letter) is
+    checked on the host, before the lab is contacted."""
+    from testbed.lab.routes import check_address
+
+    if dst[:1].isdigit():
+        check_address(dst)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
+    check_bandwidth(args.bandwidth)
     lab = _lab(args, with_topology=True)
     started = time.monotonic()
     with err.status(f"bringing lab {lab.name} up") as status:
@@ -49,11 +80,12 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_down(args: argparse.Namespace) -> int:
     from testbed import cleanup, docker_client
-    from testbed.lab import check_lab_name
+    from testbed.config import check_lab_name
 
+    lab = None if args.all else check_lab_name(args.lab)
     client = docker_client.connect()
     started = time.monotonic()
-    removed = cleanup.remove_labelled(client, lab=None if args.all else check_lab_name(args.lab))
+    removed = cleanup.remove_labelled(client, lab=lab)
     seconds = time.monotonic() - started
     if args.json:
         print_json({**removed.to_dict(), "seconds": round(seconds, 2)})
@@ -132,6 +164,7 @@ def cmd_routes(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
+    _check_destination(args.dst)
     trace = _lab(args).trace(args.src, args.dst)
     if args.json:
         print_json(codec.to_json(trace))
@@ -160,6 +193,9 @@ def cmd_trace(args: argparse.Namespace) -> int:
 def cmd_ping(args: argparse.Namespace) -> int:
     from testbed.lab.routes import resolve
 
+    _check_destination(args.dst)
+    if args.count < 1:
+        raise UserError(f"--count {args.count} is out of range", "use 1 or more echo requests")
     lab = _lab(args)
     address = resolve(lab.topology, args.dst)
     code, output = lab.exec(
@@ -233,9 +269,13 @@ def cmd_graph(args: argparse.Namespace) -> int:
     from testbed import graph, topology
 
     guest_route = None
+    check_topology_option(args.topology)
     if args.topology:
         topo = topology.load(args.topology)
     else:
+        from testbed.config import check_lab_name
+
+        check_lab_name(args.lab)  # a bad name is bad input, not a lab that is not up
         lab = None
         try:
             lab = _lab(args)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from rich.markup import escape
 
 from testbed.cli.output import err, out, print_json, table
+from testbed.config import DEFAULT_LAB
 from testbed.errors import UserError
 from testbed.matrix import cells as matrix_cells
 from testbed.matrix.records import SCENARIOS, SUITE_QEMU, Cell, RunRecord
@@ -26,14 +28,15 @@ from testbed.report.model import CellSummary, cell_label, frontier_points, summa
 
 DEFAULT_RESULTS = "matrix/results.jsonl"
 DEFAULT_REPORT = "matrix/report"
-DEFAULT_LAB = "gauss"
 DEFAULT_RUNS = 5
 DEFAULT_LOADS = {"migration": ["seed", "hot:256"], "shmem": ["dirty", "remap"]}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from testbed.config import check_lab_name
     from testbed.matrix import runner
 
+    check_lab_name(args.lab)
     cells = matrix_cells.expand(
         suites=_words(args.suite),
         arches=_words(args.arch),
@@ -44,6 +47,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         hold_s=args.hold,
         bandwidth=args.bandwidth,
     )
+    if not args.hold <= 600:  # as `run migration --hold`; below 0 and NaN: expand() said so
+        raise UserError(f"--hold {args.hold:g} is out of range", "use 0 (no hold) to 600 seconds")
     matrix_cells.check_runs(args.runs)
     shard = matrix_cells.parse_shard(args.shard)
     check_writable_file("--results", Path(args.results))
@@ -151,6 +156,7 @@ def check_writable_dir(option: str, path: Path) -> None:
             raise UserError(f"{option} {path}: not a directory", "give a directory path")
         if not os.access(path, os.W_OK | os.X_OK):
             raise UserError(f"{option} {path}: not writable", "give a writable directory")
+        _try_creating(option, path, path)
         return
     _check_creatable(option, path)
 
@@ -163,6 +169,20 @@ def _check_creatable(option: str, path: Path) -> None:
         raise UserError(f"{option} {path}: {parent} is not a directory", "give another path")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"{option} {path}: cannot create it in {parent}", "give a writable path")
+    _try_creating(option, path, parent)
+
+
+def _try_creating(option: str, path: Path, directory: Path) -> None:
+    """os.access says yes to root everywhere, also in /proc where nothing can be created:
+    so an empty directory is made there and removed at once (nothing is left)."""
+    try:
+        made = tempfile.mkdtemp(prefix=".testbed-probe-", dir=directory)
+    except OSError as exc:
+        raise UserError(
+            f"{option} {path}: cannot create it in {directory} ({exc.strerror})",
+            "give a writable path",
+        ) from None
+    os.rmdir(made)
 
 
 def _words(text: str) -> list[str]:

@@ -9,15 +9,24 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 
 from testbed import codec
 from testbed.cli.output import err, out, print_json
+from testbed.config import DEFAULT_LAB
 from testbed.errors import UserError
-from testbed.lab import DEFAULT_LAB
 
 
 def _lab(args: argparse.Namespace) -> Any:
     from testbed import docker_client
-    from testbed.lab import Lab, check_lab_name
+    from testbed.config import check_lab_name
+    from testbed.lab.lab import Lab
 
-    return Lab(docker_client.connect(), check_lab_name(args.lab))
+    name = check_lab_name(args.lab)  # before the engine is contacted
+    return Lab(docker_client.connect(), name)
+
+
+def _check_two_boards(args: argparse.Namespace) -> None:
+    if args.src == args.dst:
+        raise UserError(
+            f"SRC and DST are both {args.src}", "give two different boards, e.g. gauss-a gauss-b"
+        )
 
 
 def _print_memory(memory: Any) -> None:
@@ -43,12 +52,16 @@ def _print_memory(memory: Any) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from testbed.node.net import parse_rate
     from testbed.protocol import MigrationSample
+    from testbed.rates import parse_rate
     from testbed.scenarios.byhand import migrate
 
+    _check_two_boards(args)
     bandwidth = None
     if args.bandwidth:
+        from testbed.cli.lab import check_bandwidth
+
+        check_bandwidth(args.bandwidth)
         try:
             bandwidth = parse_rate(args.bandwidth) // 8
         except ValueError as exc:
@@ -124,6 +137,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from testbed.scenarios.byhand import compare
 
+    _check_two_boards(args)
     lab = _lab(args)
     with err.status("dumping and comparing guest RAM"):
         memory = compare(lab, args.src, args.dst)

@@ -12,9 +12,8 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 from testbed import codec
 from testbed.arch import ARCHES
 from testbed.cli.output import err, out, print_json, table, verdict_text
+from testbed.config import DEFAULT_LAB, DEFAULT_SUITE, SUITES
 from testbed.errors import UserError
-from testbed.images import DEFAULT_SUITE, SUITES
-from testbed.lab import DEFAULT_LAB
 from testbed.node.accel import ACCELS
 
 KNOWN_DEFECT_EXIT = 0  # known defects exit 0 unless --strict
@@ -29,8 +28,18 @@ def exit_code(verdict: str, strict: bool) -> int:
 
 
 def _migration_params(args: argparse.Namespace, arch: str) -> Any:
-    from testbed.scenarios.migration import MigrationParams, parse_injections
+    from testbed.cli.lab import check_bandwidth
+    from testbed.scenarios.injections import parse_injections
+    from testbed.scenarios.migration import MigrationParams
 
+    check_bandwidth(args.bandwidth)
+    for option, value in (("--round-trips", args.round_trips), ("--retries", args.retries)):
+        if value < 0:
+            raise UserError(f"{option} {value} is out of range", "use 0 or more")
+    if not args.stall_timeout > 0:  # also NaN
+        raise UserError(
+            f"--stall-timeout {args.stall_timeout:g} is out of range", "use more than 0 seconds"
+        )
     loads = tuple(args.load) if args.load else (f"seed:{args.pages}:{args.burst}:{args.period}",)
     params = MigrationParams(
         arch=arch,
@@ -56,6 +65,8 @@ def _migration_params(args: argparse.Namespace, arch: str) -> Any:
 def _shmem_params(args: argparse.Namespace, arch: str, workload: str) -> Any:
     from testbed.scenarios.shmem import ShmemParams
 
+    if args.drop_every is not None and args.drop_every < 1:
+        raise UserError(f"--drop-every {args.drop_every} is out of range", "use 1 or more")
     inject = set(args.inject_shmem or [])
     unknown = inject - {"tamper-region", "shm-first"}
     if unknown:
@@ -83,10 +94,18 @@ def _shmem_params(args: argparse.Namespace, arch: str, workload: str) -> Any:
 
 
 def _prepare(args: argparse.Namespace) -> None:
-    if args.report:
-        from testbed.scenarios.records import check_report_dir
+    from testbed.cli.lab import check_topology_option
+    from testbed.config import check_lab_name
 
-        check_report_dir(args.report)
+    check_lab_name(args.lab)
+    if args.report:
+        from pathlib import Path
+
+        from testbed.cli.matrix import check_writable_dir
+
+        # tried, not only asked of os.access: root "may" write in /proc, yet cannot
+        check_writable_dir("--report", Path(args.report))
+    check_topology_option(args.topology)
     if args.topology:
         from testbed import topology
 
@@ -331,8 +350,10 @@ def cmd_all(args: argparse.Namespace) -> int:
 
 def _attach(args: argparse.Namespace, socket_name: str, what: str) -> int:
     from testbed import docker_client
-    from testbed.lab import Lab
+    from testbed.config import check_lab_name
+    from testbed.lab.lab import Lab
 
+    check_lab_name(args.lab)
     lab = Lab(docker_client.connect(), args.lab)
     container = lab.container(args.node)
     path = f"/run/testbed/vm/guest/{socket_name}"
@@ -459,7 +480,7 @@ def _migration_options(p: Any) -> None:
         help="negative control: alter guest page PAGE (from RAM's start) on the "
         "destination before the comparison (same as --inject corrupt-page=PAGE)",
     )
-    from testbed.scenarios.migration import INJECTIONS
+    from testbed.scenarios.injections import INJECTIONS
 
     p.add_argument(
         "--inject",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import docker.errors
 
 from testbed import images
 from testbed.cleanup import Removed, remove_labelled
+from testbed.config import DEFAULT_LAB, check_lab_name
 from testbed.errors import UserError
 from testbed.lab.agent_client import AgentClient, EventCallback, NodeLost
 from testbed.lab.realise import Container, DockerLab, LabNames
@@ -46,19 +46,8 @@ from testbed.topology import load as load_topology
 
 LOG = logging.getLogger(__name__)
 
-DEFAULT_LAB = "gauss"
-_LAB_NAME = re.compile(r"^[a-z][a-z0-9-]{0,20}$")
 R = TypeVar("R")
 StepCallback = Callable[[str], None]
-
-
-def check_lab_name(name: str) -> str:
-    if not _LAB_NAME.match(name):
-        raise UserError(
-            f"bad lab name {name!r}",
-            "use up to 21 lower-case letters, digits and dashes, starting with a letter",
-        )
-    return name
 
 
 @dataclass(frozen=True)

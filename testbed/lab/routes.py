@@ -91,11 +91,17 @@ def compare(topology: Topology, node_name: str, actual: list[RouteEntry]) -> Nod
 def check_address(text: str, what: str = "destination") -> str:
     """An IPv4 address, validated on the host (one line naming the problem otherwise)."""
     try:
-        return str(ipaddress.IPv4Address(text))
+        address = ipaddress.IPv4Address(text)
     except ValueError:
         raise UserError(
             f"{what} {text!r} is not an IPv4 address", "give a node name, guest, or a.b.c.d"
         ) from None
+    if address.is_unspecified or address.is_multicast or int(address) == 0xFFFFFFFF:
+        raise UserError(
+            f"{what} {text} is not a unicast address",
+            "give a node name, guest, or the address of one host",
+        )
+    return str(address)
 
 
 def resolve(topology: Topology, target: str) -> str:

@@ -16,6 +16,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from testbed.protocol import NetConfig, ProbeResult, RouteLookup
+from testbed.rates import parse_rate
 
 LOG = logging.getLogger(__name__)
 
@@ -163,25 +164,6 @@ def shape(device: str, rate: str | None) -> str:
             latency="50ms",
         )
         return f"{device}: tbf {rate} burst {burst}"
-
-
-_UNITS = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9}
-
-
-def parse_rate(rate: str) -> int:
-    """``1gbit`` -> 1000000000 (bits per second), as tc spells rates."""
-    text = rate.strip().lower()
-    for unit in sorted(_UNITS, key=len, reverse=True):
-        if text.endswith(unit):
-            number = text[: -len(unit)]
-            try:
-                value = float(number)
-            except ValueError:
-                break
-            if value <= 0:
-                break
-            return int(value * _UNITS[unit])
-    raise ValueError(f"bad rate {rate!r}: use a number with kbit, mbit or gbit, e.g. 1gbit")
 
 
 ICMP_ECHO_REQUEST = 8

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from testbed.arch import get_arch
 from testbed.checks.migration import MemoryObservation
 from testbed.errors import UserError
-from testbed.lab import Lab
 from testbed.lab.agent_client import AgentError
+from testbed.lab.lab import Lab
 from testbed.protocol import (
     GuestReady,
     ListVms,

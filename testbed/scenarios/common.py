@@ -14,8 +14,8 @@ from testbed import topology
 from testbed.checks.base import CheckResult, VerdictKind, first_failure, verdict_of
 from testbed.cleanup import Removed
 from testbed.known_defects import KnownDefect, load_defects, match
-from testbed.lab import Lab
 from testbed.lab.agent_client import AgentError, NodeLost
+from testbed.lab.lab import Lab
 from testbed.matrix.records import Cell
 from testbed.privileges import Privileges
 
@@ -51,14 +51,6 @@ class CleanupReport:
                 + " (their agents stop what this run started when the stream closes)"
             )
         return "; ".join(parts) if parts else "nothing to stop or remove"
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C (or SIGTERM) during a run, after the run cleaned up."""
-
-    def __init__(self, cleanup: CleanupReport) -> None:
-        super().__init__(cleanup.summary())
-        self.cleanup = cleanup
 
 
 @dataclass(frozen=True)

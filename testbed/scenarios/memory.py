@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from testbed.checks.migration import MemoryObservation, PageDiff, decode_stamp
 from testbed.errors import UserError
-from testbed.lab import Lab
+from testbed.lab.lab import Lab
 from testbed.loads import STAMP_MAGICS
 from testbed.protocol import RamDigest, RamDrop, RamDump, RamPeek
 

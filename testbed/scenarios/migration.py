@@ -38,8 +38,9 @@ from testbed.checks.migration import (
     outage_ms,
     switch_to_reply_ms,
 )
-from testbed.errors import UserError
-from testbed.lab import Lab
+from testbed.errors import Interrupted, UserError
+from testbed.lab.agent_client import AgentError
+from testbed.lab.lab import Lab
 from testbed.loads import (
     STAMP_MAGICS,
     LoadSpec,
@@ -52,7 +53,6 @@ from testbed.loads import (
 )
 from testbed.matrix.records import Cell, IterationSample, MigrationTrace
 from testbed.node.accel import ACCELS
-from testbed.node.net import parse_rate
 from testbed.protocol import (
     ConsoleRead,
     ConsoleSend,
@@ -80,16 +80,17 @@ from testbed.protocol import (
     VmWaitStatus,
     WaitLoadPasses,
 )
+from testbed.rates import parse_rate
 from testbed.scenarios.common import (
     FAULTS,
     CleanupReport,
-    Interrupted,
     KnownDefectRef,
     LabRun,
     decide,
     fault_text,
     node_died,
 )
+from testbed.scenarios.injections import Injections
 from testbed.scenarios.memory import compare_ram
 from testbed.topology import Node
 
@@ -104,59 +105,6 @@ _WRITEOUT = re.compile(r"writeout: (\d+) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
 
 StepCallback = Callable[[str], None]
 ProgressCallback = Callable[[MigrationSample], None]
-
-
-@dataclass(frozen=True)
-class Injections:
-    """Negative controls: each makes one check fail for real, to prove that it can."""
-
-    corrupt_page: int | None = None  # ram-pages: alter this guest page on the destination
-    stale_load_page: bool = False  # load-stale: give a load's page an older stamp
-    time_jump: int = 0  # writeout-gap: move the destination guest's clock on by N s
-    split_brain: bool = False  # unreachable-before-switch: resume the source after migrating
-    no_route_switch: bool = False  # reachable-after-switch: leave the NFS route unswitched
-    corrupt_disk: bool = False  # e2fsck: corrupt the root inode's link count before e2fsck
-
-    @property
-    def needs_gdb(self) -> bool:
-        return self.corrupt_page is not None or self.stale_load_page
-
-
-INJECTIONS = {
-    "corrupt-page": "PAGE: alter guest page PAGE on the destination (ram-pages must fail)",
-    "stale-load-page": "give one page of the first load an older stamp (load-stale must fail)",
-    "time-jump": "S: move the destination guest's clock S seconds on (writeout-gap must fail)",
-    "split-brain": "resume the source after the migration (unreachable-before-switch must fail)",
-    "no-route-switch": "leave the NFS server's route unswitched (reachable-after-switch must fail)",
-    "corrupt-disk": "corrupt the root inode's link count before e2fsck (e2fsck must fail)",
-}
-
-
-def parse_injections(texts: list[str], corrupt_page: int | None = None) -> Injections:
-    values: dict[str, object] = {}
-    for text in texts:
-        name, _, arg = text.partition("=")
-        if name not in INJECTIONS:
-            raise UserError(
-                f"--inject {text}: unknown fault {name!r}", f"use one of {', '.join(INJECTIONS)}"
-            )
-        if name in ("corrupt-page", "time-jump"):
-            if not arg.isdigit():
-                raise UserError(f"--inject {text}: {name} needs a number", f"e.g. {name}=30")
-            values[name] = int(arg)
-        elif arg:
-            raise UserError(f"--inject {text}: {name} takes no value", f"use --inject {name}")
-        else:
-            values[name] = True
-    page = values.get("corrupt-page", corrupt_page)
-    return Injections(
-        corrupt_page=int(page) if isinstance(page, int) else None,
-        stale_load_page=bool(values.get("stale-load-page", False)),
-        time_jump=int(values.get("time-jump", 0)),  # type: ignore[call-overload]
-        split_brain=bool(values.get("split-brain", False)),
-        no_route_switch=bool(values.get("no-route-switch", False)),
-        corrupt_disk=bool(values.get("corrupt-disk", False)),
-    )
 
 
 @dataclass(frozen=True)
@@ -388,7 +336,7 @@ class MigrationScenario:
             )
             observations = self.observe(accel)
         except KeyboardInterrupt:
-            raise Interrupted(self.run_.finish()) from None
+            raise Interrupted(self.run_.finish().summary()) from None
         except BaseException:
             self.run_.finish()
             raise
@@ -571,9 +519,9 @@ class MigrationScenario:
             fault = fault_text(self.lab, src.name, "source", what, exc)
             return self.failed_hop(index, src, dst, attempt, None, fault)
         if outcome.status != "completed":
-            dead = node_died(self.lab, dst.name)
-            fault = f"destination {dst.name} died during {what}: {dead}" if dead else None
-            return self.failed_hop(index, src, dst, attempt, outcome, fault)
+            return self.failed_hop(
+                index, src, dst, attempt, outcome, self.why_failed(src, dst, what, outcome)
+            )
         try:
             return self.verify(index, src, dst, attempt, outcome, inject)
         except FAULTS as exc:
@@ -581,6 +529,23 @@ class MigrationScenario:
             role = "destination" if node == dst.name else "source"
             fault = fault_text(self.lab, node, role, f"the checks after {what}", exc)
             return HopObservation(index, src.name, dst.name, attempt, outcome, fault)
+
+    def why_failed(self, src: Node, dst: Node, what: str, outcome: MigrationOutcome) -> str | None:
+        """The fault behind a failed migration, when a node or a QEMU is gone."""
+        dead = node_died(self.lab, dst.name)
+        if dead:
+            return f"destination {dst.name} died during {what}: {dead}"
+        dead = node_died(self.lab, src.name)
+        if dead:
+            return f"source {src.name} died during {what}: {dead}"
+        try:
+            if self.lab.call(src.name, VmStatus()).status == "exited":
+                return f"source QEMU on {src.name} died during {what}: {outcome.error}"
+            if self.lab.call(dst.name, VmStatus()).status == "exited":
+                return f"destination QEMU on {dst.name} died during {what}"
+        except FAULTS as exc:
+            LOG.info("cannot tell why the migration failed: %s", exc)
+        return None
 
     def failed_hop(
         self,
@@ -721,6 +686,11 @@ class MigrationScenario:
                     a.stale_pages if a else [],
                 )
             )
+        try:  # writeout prints every second: give its first line on the destination time
+            self.lab.call(dst.name, ConsoleWaitFor(r"writeout: \d+ .*\n", timeout=10))
+        except AgentError as exc:
+            if exc.kind != "timeout":
+                raise
         old_lines = [int(m.group(1)) for m in _WRITEOUT.finditer(src_text)]
         dst_text = self.lab.call(dst.name, ConsoleRead()).text
         new_lines = [int(m.group(1)) for m in _WRITEOUT.finditer(dst_text)]

@@ -22,8 +22,8 @@ from testbed import codec, images
 from testbed.arch import get_arch
 from testbed.checks.base import CheckResult, VerdictKind
 from testbed.checks.shmem import ShmemObservations, judge
-from testbed.errors import UserError
-from testbed.lab import Lab
+from testbed.errors import Interrupted, UserError
+from testbed.lab.lab import Lab
 from testbed.matrix.records import Cell
 from testbed.node.accel import ACCELS
 from testbed.node.replicate import ReplicationReport
@@ -47,7 +47,6 @@ from testbed.protocol import (
 from testbed.scenarios.common import (
     FAULTS,
     CleanupReport,
-    Interrupted,
     KnownDefectRef,
     LabRun,
     ObservedFault,
@@ -178,7 +177,7 @@ class ShmemScenario:
             self.step(f"lab {p.lab}: up")
             observations = self.observe(accel)
         except KeyboardInterrupt:
-            raise Interrupted(self.run_.finish()) from None
+            raise Interrupted(self.run_.finish().summary()) from None
         except BaseException:
             self.run_.finish()
             raise

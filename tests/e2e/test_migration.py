@@ -15,7 +15,7 @@ import docker
 import pytest
 
 from testbed import labels, topology
-from testbed.lab import Lab
+from testbed.lab.lab import Lab
 from testbed.protocol import MigrationSample
 from testbed.scenarios.migration import MigrationParams, MigrationScenario
 from tests.conftest import SUITE_TOPOLOGY, lab_for_module, node_processes, run_cli
@@ -282,10 +282,15 @@ def test_nfs_server_paused_for_5_s_mid_migration_passes(
 
 
 def test_hold_keeps_the_migration_iterating(lab: str) -> None:
-    code, result, _ = run_migration("--arch", "armv8", "--hold", "3")
+    """With the hold (downtime-limit 1 ms, 100 MiB/s) the seed's load keeps QEMU iterating
+    round after round; the figures say how long and how many (QEMU may still converge
+    before the hold ends, when a round finds almost nothing dirty: held_seconds says so)."""
+    code, result, _ = run_migration("--arch", "armv8", "--hold", "2")
     assert code == 0, result["failures"]
     m = result["migrations"][0]["migration"]
-    assert m["held_seconds"] >= 3 and m["syncs_while_holding"] >= 10
+    # the seed's load dirties 40 MB/s: no round fits 1 ms at 100 MiB/s, so it holds throughout
+    assert m["held_seconds"] >= 1.9 and m["syncs_while_holding"] >= 3, m
+    assert m["dirty_sync_count"] >= m["syncs_while_holding"]
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import docker
 import pytest
 
 from testbed import labels
-from testbed.lab import Lab
+from testbed.lab.lab import Lab
 from testbed.scenarios.shmem import ShmemParams, ShmemScenario
 from tests.conftest import lab_for_module, run_cli
 

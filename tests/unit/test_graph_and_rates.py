@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from testbed import graph, topology
-from testbed.node.net import parse_rate
+from testbed.rates import parse_rate
 
 
 def test_text_graph_shows_every_node_route_and_tap() -> None:
