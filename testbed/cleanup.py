@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
+from typing import cast
 
 import docker
 import docker.errors
@@ -40,13 +41,13 @@ def remove_labelled(client: docker.DockerClient, lab: str | None = None) -> Remo
     for container in client.containers.list(all=True, filters=filters):
         try:
             container.remove(force=True, v=True)
-            removed.containers.append(container.name)
+            removed.containers.append(cast(str, container.name))  # listed: it has one
         except docker.errors.NotFound:
             pass
     for network in client.networks.list(filters=filters):
         try:
             network.remove()
-            removed.networks.append(network.name)
+            removed.networks.append(cast(str, network.name))  # listed: it has one
         except docker.errors.NotFound:
             pass
     for volume in client.volumes.list(filters=filters):

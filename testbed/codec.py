@@ -144,9 +144,9 @@ def _decode(tp: object, data: Json, path: str) -> object:
             return data
         raise DecodeError(path, f"expected an integer, got {_kind(data)}")
     if tp is bool or tp is str:
-        if isinstance(data, tp):  # type: ignore[arg-type]
+        if isinstance(data, tp):
             return data
-        raise DecodeError(path, f"expected {tp.__name__}, got {_kind(data)}")  # type: ignore[union-attr]
+        raise DecodeError(path, f"expected {tp.__name__}, got {_kind(data)}")
     if tp is type(None):
         if data is None:
             return None

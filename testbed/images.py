@@ -42,7 +42,8 @@ import docker.errors
 import docker.models.images
 
 from testbed import config, labels
-from testbed.config import DEFAULT_SUITE, SUITES
+from testbed.config import DEFAULT_SUITE as DEFAULT_SUITE  # re-exported: images.DEFAULT_SUITE
+from testbed.config import SUITES
 from testbed.errors import UserError
 from testbed.platforms import (
     PLATFORM_LABEL,

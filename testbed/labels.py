@@ -18,7 +18,7 @@ def for_object(kind: str, lab: str | None = None, **extra: str) -> dict[str, str
     return labels
 
 
-def project_filter(**match: str) -> dict[str, list[str]]:
+def project_filter(**match: str) -> dict[str, str | list[str] | bool]:
     """A Docker API ``filters`` value selecting testbed objects with these labels."""
     wanted = [f"{PROJECT}=1"] + [f"{key}={value}" for key, value in match.items()]
     return {"label": wanted}

@@ -43,7 +43,7 @@ def create_nfs_server(
         network=spec.network,
         networking_config={
             spec.network: docker.types.EndpointConfig(
-                client.api._version, ipv4_address=spec.address
+                client.api.api_version, ipv4_address=spec.address
             )
         },
         **spec.privileges.container_kwargs(),

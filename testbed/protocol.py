@@ -40,7 +40,7 @@ NODE_CODE = (
 )
 NODE_PACKAGES = ("node",)
 
-R = TypeVar("R")
+R = TypeVar("R", covariant=True)  # a Request[HelloReply] is a Request[object]
 
 
 def code_digest(package_dir: Path | None = None) -> str:

@@ -184,7 +184,9 @@ class _Parser:
     def fail(self, place: str, problem: str) -> TopologyError:
         return TopologyError(self.source, place, problem)
 
-    def table(self, data: Any, place: str, required: set[str], optional: set[str]) -> dict:
+    def table(
+        self, data: Any, place: str, required: set[str], optional: set[str]
+    ) -> dict[str, object]:
         if not isinstance(data, dict):
             raise self.fail(place, "must be a table")
         missing = sorted(required - data.keys())
@@ -198,20 +200,20 @@ class _Parser:
             )
         return data
 
-    def string(self, data: dict, key: str, place: str) -> str:
+    def string(self, data: dict[str, object], key: str, place: str) -> str:
         value = data[key]
         if not isinstance(value, str):
             raise self.fail(f"{place}.{key}", f"must be a string, not {value!r}")
         return value
 
-    def ip(self, data: dict, key: str, place: str) -> str:
+    def ip(self, data: dict[str, object], key: str, place: str) -> str:
         value = self.string(data, key, place)
         try:
             return str(ipaddress.IPv4Address(value))
         except ValueError:
             raise self.fail(f"{place}.{key}", f"{value!r} is not an IPv4 address") from None
 
-    def interface(self, data: dict, key: str, place: str) -> str:
+    def interface(self, data: dict[str, object], key: str, place: str) -> str:
         value = self.string(data, key, place)
         try:
             iface = ipaddress.IPv4Interface(value)
@@ -221,7 +223,7 @@ class _Parser:
             raise self.fail(f"{place}.{key}", f"{value!r} needs a prefix length")
         return str(iface)
 
-    def mac(self, data: dict, key: str, place: str) -> str:
+    def mac(self, data: dict[str, object], key: str, place: str) -> str:
         value = self.string(data, key, place).lower()
         if not _MAC.match(value):
             raise self.fail(f"{place}.{key}", f"{value!r} is not a MAC address")
@@ -308,7 +310,7 @@ class _Parser:
         )
         return Node(name, role, address, forwarding, routes, taps)
 
-    def array(self, value: Any, place: str) -> list:
+    def array(self, value: Any, place: str) -> list[object]:
         if not isinstance(value, list):
             raise self.fail(place, "must be an array")
         return value
@@ -320,7 +322,12 @@ class _Parser:
             raise self.fail(f"{place}.name", f"{name!r} is not a usable interface name")
         return Tap(name, self.interface(t, "address", place), self.mac(t, "mac", place))
 
-    def route(self, data: Any, place: str, connected: list[ipaddress.IPv4Network]) -> Route:
+    def route(
+        self,
+        data: Any,
+        place: str,
+        connected: list[ipaddress.IPv4Network | ipaddress.IPv6Network],
+    ) -> Route:
         r = self.table(data, place, {"dst", "via"}, {"dev"})
         dst = self.string(r, "dst", place)
         if dst != "default":

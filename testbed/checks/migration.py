@@ -412,7 +412,7 @@ class MigrationCompleted:
     def judge(self, attempts: list[HopObservation]) -> CheckResult:
         last = attempts[-1]
         subject = f"migration {last.index + 1} ({last.source} -> {last.destination})"
-        tried = [_why(a) for a in attempts if not a.completed]
+        tried: list[Json] = [_why(a) for a in attempts if not a.completed]
         evidence: dict[str, Json] = {"attempts": len(attempts), "failed_attempts": tried}
         if last.completed:
             note = f" after {len(tried)} failed attempt(s)" if tried else ""
@@ -534,8 +534,8 @@ def judge(obs: MigrationObservations) -> list[CheckResult]:
     if obs.kept_running:
         results.append(skipped(E2fsck.name, "root disk", "the guest was kept running (--keep)"))
         return results
-    for load in obs.final_loads:
-        results.append(LoadsFinal().judge(load))
+    for final in obs.final_loads:
+        results.append(LoadsFinal().judge(final))
     if obs.disk is not None or not obs.fault:
         results.append(E2fsck().judge(obs.disk))
     return results

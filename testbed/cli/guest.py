@@ -5,17 +5,21 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from testbed import codec
 from testbed.arch import ARCHES
 from testbed.cli.output import err, out, print_json, table
+from testbed.codec import JsonObject
 from testbed.config import DEFAULT_LAB
 from testbed.errors import UserError
 from testbed.node.accel import ACCELS
 
+if TYPE_CHECKING:
+    from testbed.lab.lab import Lab
 
-def _lab(args: argparse.Namespace) -> Any:
+
+def _lab(args: argparse.Namespace) -> Lab:
     from testbed import docker_client
     from testbed.config import check_lab_name
     from testbed.lab.lab import Lab
@@ -106,10 +110,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print_json(
             [
-                {"node": r.node, "uptime_seconds": r.uptime_seconds, **codec.to_json(r.vm)}
+                {
+                    "node": r.node,
+                    "uptime_seconds": r.uptime_seconds,
+                    **cast(JsonObject, codec.to_json(r.vm)),  # a dataclass: a JSON object
+                }
                 for r in rows
             ]
-        )  # type: ignore[dict-item]
+        )
         return 0
     out.print(
         table(

@@ -8,19 +8,20 @@ import os
 import shutil
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from testbed import codec
 from testbed.cli.output import err, out, print_json, table
 from testbed.config import DEFAULT_LAB, DEFAULT_SUITE, SUITES
 
 if TYPE_CHECKING:
+    from testbed.lab.lab import Lab
     from testbed.lab.routes import NodeRoutes
     from testbed.protocol import RouteEntry
 from testbed.errors import UserError
 
 
-def _lab(args: argparse.Namespace, with_topology: bool = False) -> Any:
+def _lab(args: argparse.Namespace, with_topology: bool = False) -> Lab:
     from testbed import docker_client, topology
     from testbed.config import check_lab_name
     from testbed.lab.lab import Lab
@@ -223,7 +224,8 @@ def cmd_shell(args: argparse.Namespace) -> int:
             f"install it, or use testbed exec {args.node} -- COMMAND",
         )
     shell = "bash" if container.exec_run(["sh", "-c", "command -v bash"])[0] == 0 else "sh"
-    os.execv(docker_cli, [docker_cli, "exec", "-it", container.name, shell])
+    name = cast(str, container.name)  # an existing container: it has a name
+    os.execv(docker_cli, [docker_cli, "exec", "-it", name, shell])
     return 0  # not reached
 
 
@@ -292,10 +294,11 @@ def cmd_graph(args: argparse.Namespace) -> int:
                 )
             except UserError:
                 guest_route = None
-    rendered = {"text": graph.text, "mermaid": graph.mermaid, "dot": graph.dot}[args.format]
-    sys.stdout.write(
-        (rendered(topo, guest_route) if args.format == "text" else rendered(topo)) + "\n"
-    )
+    if args.format == "text":  # the only renderer that shows the guest's route
+        rendered = graph.text(topo, guest_route)
+    else:
+        rendered = {"mermaid": graph.mermaid, "dot": graph.dot}[args.format](topo)
+    sys.stdout.write(rendered + "\n")
     return 0
 
 

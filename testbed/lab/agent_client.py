@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import docker
 from docker.utils.socket import SocketError, next_frame_header, read_exactly
@@ -122,9 +122,9 @@ class AgentClient:
                     break
                 data = read_exactly(self._sock, size) if size else b""
                 if stream == STDERR:
-                    for line in data.decode(errors="replace").splitlines():
-                        self._stderr = (self._stderr + [line])[-20:]
-                        LOG.debug("%s agent: %s", self.node, line)
+                    for text in data.decode(errors="replace").splitlines():
+                        self._stderr = (self._stderr + [text])[-20:]
+                        LOG.debug("%s agent: %s", self.node, text)
                     continue
                 buffer += data
                 while b"\n" in buffer:
@@ -204,7 +204,7 @@ class AgentClient:
             raise TimeoutError(
                 f"{self.node}: no answer to {request.OP} within {timeout:.0f} s"
             ) from None
-        return codec.from_json(request.RESULT, result)  # type: ignore[no-any-return]
+        return cast(R, codec.from_json(request.RESULT, result))  # RESULT is R's class
 
     def close(self, end_session: bool = True, timeout: float = 60.0) -> SessionEnd | None:
         """End the session (the agent stops what it started and was not released) and

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import docker
 import docker.errors
@@ -92,6 +92,7 @@ class Lab:
         self._topology = topology
         self._agents: dict[str, AgentClient] = {}
         self.created = False  # this object's up() created the lab
+        self.removed: Removed | None = None  # what up() removed again when it failed
 
     # -- the topology ------------------------------------------------------------------------
     @property
@@ -174,6 +175,7 @@ class Lab:
             )
         if created_here:
             self.docker.check_subnet_free(topology)
+            self.created = True  # from here on, what exists of it is this object's doing
         try:
             self.docker.create_network(topology, step)
             self.docker.create_volume()
@@ -192,7 +194,7 @@ class Lab:
         except BaseException:
             if created_here:
                 step(f"lab {self.name}: failed, removing what was created")
-                self.down()
+                self.removed = self.down()
             raise
         self.created = self.created or created_here
         return self.status()
@@ -210,7 +212,13 @@ class Lab:
     def down(self) -> Removed:
         for node in list(self._agents):
             self._forget_agent(node)
-        return remove_labelled(self.client, lab=self.name)
+        removed = remove_labelled(self.client, lab=self.name)
+        if self.removed is not None and not (
+            removed.containers or removed.networks or removed.volumes
+        ):
+            removed = self.removed  # up() had removed it already, when it failed
+        self.removed = removed
+        return removed
 
     # -- nodes and their agents -------------------------------------------------------------
     def container(self, node: str) -> Container:
@@ -278,7 +286,8 @@ class Lab:
 
     def exec(self, node: str, command: list[str]) -> tuple[int, str]:
         code, output = self.container(node).exec_run(command)
-        return int(code), output.decode(errors="replace")
+        # neither streamed nor detached: the exit code, and the output as one bytes object
+        return int(cast(int, code)), cast(bytes, output).decode(errors="replace")
 
     # -- route debugging -------------------------------------------------------------------
     def _route_source(self) -> RouteSource:

@@ -9,10 +9,12 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import docker
 import docker.errors
 import docker.models.containers
+import docker.models.images
 import docker.models.networks
 import docker.models.volumes
 import docker.types
@@ -148,7 +150,7 @@ class DockerLab:
     def _endpoint(self, address: str) -> dict[str, docker.types.EndpointConfig]:
         return {
             self.names.network: docker.types.EndpointConfig(
-                self.client.api._version, ipv4_address=address
+                self.client.api.api_version, ipv4_address=address
             )
         }
 
@@ -162,7 +164,12 @@ class DockerLab:
     ) -> tuple[Container, bool]:
         """The node's container, running; True when it was created or (re)started now."""
         container = self.container(node.name)
-        if container is not None and container.image.id != self.client.images.get(image).id:
+        if (
+            container is not None
+            # a container always has an image (it cannot be removed from under it)
+            and cast(docker.models.images.Image, container.image).id
+            != self.client.images.get(image).id
+        ):
             step(f"{node.name}: {image} was rebuilt, recreating {container.name}")
             container.remove(force=True)
             container = None

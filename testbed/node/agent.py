@@ -306,7 +306,7 @@ def _error_info(exc: BaseException) -> ErrorInfo:
     if isinstance(exc, (ConsoleTimeout, TimeoutError)):
         return ErrorInfo("timeout", str(exc) or "timed out")
     if isinstance(exc, ExecuteError):
-        return ErrorInfo("qmp", f"QEMU refused {exc.sent.get('execute')}: {exc.error.desc}")
+        return ErrorInfo("qmp", f"QEMU refused {exc.sent.get('execute')}: {exc.error.error.desc}")
     if isinstance(exc, codec.DecodeError):
         return ErrorInfo("internal", f"bad request: {exc}")
     return ErrorInfo("internal", f"{type(exc).__name__}: {exc}", traceback.format_exc())

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import cast
 
 from qemu.qmp import ExecInterruptedError, QMPClient
 from qemu.qmp.events import EventListener
@@ -280,7 +281,8 @@ class Machine:
     async def _record_events(self) -> None:
         assert self._listener is not None
         async for message in self._listener:
-            stamp = message.get("timestamp", {})
+            # QMP events carry {"seconds": N, "microseconds": N} (qemu.qmp types it object)
+            stamp = cast("dict[str, int]", message.get("timestamp", {}))
             at = float(stamp.get("seconds", 0)) + float(stamp.get("microseconds", 0)) / 1e6
             data = message.get("data", {})
             await self.events.add(str(message["event"]), at, data if isinstance(data, dict) else {})

@@ -12,10 +12,11 @@ import socket
 import struct
 import time
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+# pyroute2 ships neither type hints nor a py.typed marker (and there are no stubs)
+from pyroute2 import IPRoute  # type: ignore[import-untyped]
+from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
 
-from testbed.protocol import NetConfig, ProbeResult, RouteLookup
+from testbed.protocol import NetConfig, ProbeResult, RouteEntry, RouteLookup
 from testbed.rates import parse_rate
 
 LOG = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def apply(config: NetConfig) -> list[str]:
     return actions
 
 
-def routes() -> list[dict[str, str | None]]:
+def routes() -> list[RouteEntry]:
     """The main IPv4 routing table as ``{dst, gateway, dev}`` entries."""
     with IPRoute() as ipr:
         names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
@@ -88,11 +89,11 @@ def routes() -> list[dict[str, str | None]]:
         for route in ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE):
             dst = route.get_attr("RTA_DST")
             table.append(
-                {
-                    "dst": f"{dst}/{route['dst_len']}" if dst else "default",
-                    "gateway": route.get_attr("RTA_GATEWAY"),
-                    "dev": names.get(route.get_attr("RTA_OIF")),
-                }
+                RouteEntry(
+                    dst=f"{dst}/{route['dst_len']}" if dst else "default",
+                    gateway=route.get_attr("RTA_GATEWAY"),
+                    dev=names.get(route.get_attr("RTA_OIF")),
+                )
             )
     return table
 

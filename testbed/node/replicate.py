@@ -44,6 +44,7 @@ LOG = logging.getLogger(__name__)
 
 PAGE = 4096
 HASH_BYTES = 8
+GREETING_TIMEOUT = 5.0
 ITERATE_DOWNTIME_MS = 1  # keep iterating (0 is refused by QEMU 7.2)
 CONVERGE_DOWNTIME_MS = 300
 # Low enough that a hot 1 MiB region never fits the 1 ms downtime, high enough that the
@@ -302,11 +303,28 @@ class Replicator:
 
     # -- QMP ---------------------------------------------------------------------------
     def connect(self) -> str:
+        # a QMP monitor serves one client at a time: a busy one never greets a second
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(GREETING_TIMEOUT)
+        try:
+            probe.connect(self.qmp_path)
+            if not probe.recv(64):
+                raise OSError("QEMU closed the monitor")
+        except TimeoutError:
+            raise ReplicationError(
+                f"the QMP monitor at {self.qmp_path} sent no greeting within "
+                f"{GREETING_TIMEOUT:.0f} s: another client holds it (use the VM's second "
+                "monitor, qmp-service.sock)"
+            ) from None
+        except OSError as exc:
+            raise ReplicationError(f"cannot talk QMP on {self.qmp_path}: {exc}") from None
+        finally:
+            probe.close()
         try:
             self.qmp.connect()
         except Exception as exc:
             raise ReplicationError(f"cannot talk QMP on {self.qmp_path}: {exc}") from None
-        v = self.qmp.cmd("query-version")["qemu"]
+        v = self.cmd("query-version")["qemu"]
         return f"{v['major']}.{v['minor']}.{v['micro']}"
 
     def cmd(self, name: str, **args: Any) -> Any:

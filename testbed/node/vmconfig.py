@@ -11,8 +11,9 @@ from testbed.protocol import VmSpec
 
 
 def guest_config(spec: VmSpec, paths: MachinePaths, accel: str | None = None) -> GuestConfig:
-    """The guest of ``spec`` with its console, QMP (two monitors when it has a shared-memory
-    device, one of them for the replication daemon) and HMP on unix sockets in ``paths``;
+    """The guest of ``spec`` with its console, QMP (two monitors: the agent holds the first,
+    the second is free for one more client, such as the replication daemon or a person's
+    qmp-shell) and HMP on unix sockets in ``paths``;
     ``accel`` is the resolved accelerator (resolved here from the host when None)."""
     arch = get_arch(spec.arch)
     resolved = accel or choose_accel(spec.accel, arch, probe_host())
@@ -26,7 +27,7 @@ def guest_config(spec: VmSpec, paths: MachinePaths, accel: str | None = None) ->
         serial_log=str(paths.serial_log),
         qmp_socket=str(paths.qmp_socket),
         monitor_socket=str(paths.hmp_socket),
-        service_qmp_socket=str(paths.service_qmp_socket) if spec.shm_path else None,
+        service_qmp_socket=str(paths.service_qmp_socket),
         mem_mb=spec.mem_mb,
         smp=spec.smp,
         nic=Nic(spec.tap, spec.mac) if spec.tap and spec.mac else None,

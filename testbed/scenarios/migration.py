@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import cast
 
 import docker
 
@@ -44,6 +45,7 @@ from testbed.lab.lab import Lab
 from testbed.loads import (
     STAMP_MAGICS,
     LoadSpec,
+    LoadStatus,
     check_cpus,
     check_fits,
     ensure_unique_idents,
@@ -194,6 +196,7 @@ class MigrationFigures:
     syncs_while_holding: int
     link_fraction: float | None
     started_at: float
+    ended_at: float
     switchover_at: float | None  # the source's STOP event
 
 
@@ -256,8 +259,14 @@ class MigrationResult:
             out.append(
                 MigrationTrace(
                     index=hop.index,
-                    total_ms=m.total_ms,
-                    downtime_ms=m.downtime_ms,
+                    # a migration that did not complete has no QEMU times: its wall time, and
+                    # no downtime (the source never stopped)
+                    total_ms=float(
+                        m.total_ms
+                        if m.total_ms is not None
+                        else round((m.ended_at - m.started_at) * 1000)
+                    ),
+                    downtime_ms=float(m.downtime_ms or 0),
                     converged=m.status == "completed",
                     dirty_sync_count=m.dirty_sync_count,
                     link_bps=parse_rate(self.params.bandwidth) if self.params.bandwidth else None,
@@ -576,7 +585,9 @@ class MigrationScenario:
                 base = parse_load_output(before)
                 targets = {
                     s.ident: (
-                        base[s.ident].last.passes if s.ident in base and base[s.ident].last else 0
+                        cast(LoadStatus, base[s.ident].last).passes
+                        if s.ident in base and base[s.ident].last
+                        else 0
                     )
                     + 1
                     for s in self.specs
@@ -589,7 +600,8 @@ class MigrationScenario:
                 )
                 logs = parse_load_output(after.text)
                 stale = sum(
-                    log.last.stale - (base[i].last.stale if i in base and base[i].last else 0)
+                    log.last.stale
+                    - (cast(LoadStatus, base[i].last).stale if i in base and base[i].last else 0)
                     for i, log in logs.items()
                     if log.last
                 )
@@ -650,7 +662,9 @@ class MigrationScenario:
             self.lab.call(src.name, VmCont())
         targets = {
             s.ident: (
-                before[s.ident].last.passes if s.ident in before and before[s.ident].last else 0
+                cast(LoadStatus, before[s.ident].last).passes
+                if s.ident in before and before[s.ident].last
+                else 0
             )
             + p.passes_after
             for s in self.specs
@@ -900,6 +914,7 @@ def figures(m: MigrationOutcome, bandwidth: str | None) -> MigrationFigures:
         syncs_while_holding=m.syncs_while_holding,
         link_fraction=fraction,
         started_at=m.started_at,
+        ended_at=m.ended_at,
         switchover_at=m.stopped_at,
     )
 

@@ -10,7 +10,8 @@ import docker
 import pytest
 
 from testbed import labels
-from tests.conftest import run_cli
+from testbed.protocol import RouteEntry
+from tests.conftest import SUITE_TOPOLOGY, run_cli, suite_topology
 from tests.seed_tables import SEED_TABLES
 
 pytestmark = pytest.mark.integration
@@ -19,7 +20,22 @@ LAB = "tblab"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "topologies"
 
 
+SUITE = suite_topology()
+# the suite's lab is the seed's on 10.210.10.0/24 (a user's lab on the seed's subnet is
+# never touched); the unit tests prove the seed topology's tables are the seed's
+NET = "10.210.10."
+
+
+def seed_to_suite(route: RouteEntry) -> tuple[str, str | None, str | None]:
+    def move(text: str | None) -> str | None:
+        return text.replace("192.168.10.", NET) if text else text
+
+    return (str(move(route.dst)), move(route.gateway), route.dev)
+
+
 def cli(verb: str, *args: str) -> tuple[int, str, str]:
+    if verb == "up" and "--topology" not in args:
+        args = ("--topology", SUITE_TOPOLOGY, *args)
     proc = run_cli(verb, "--lab", LAB, *args)
     return proc.returncode, proc.stdout, proc.stderr
 
@@ -49,11 +65,11 @@ def lab(docker_client: docker.DockerClient, built_images: dict[str, str]) -> Ite
 
 
 def test_up_makes_a_healthy_lab(lab: dict) -> None:
-    assert lab["healthy"] and lab["subnet"] == "192.168.10.0/24"
+    assert lab["healthy"] and lab["subnet"] == "10.210.10.0/24"
     assert {n["name"]: n["address"] for n in lab["nodes"]} == {
-        "nfs": "192.168.10.10",
-        "gauss-a": "192.168.10.100",
-        "gauss-b": "192.168.10.101",
+        "nfs": "10.210.10.10",
+        "gauss-a": "10.210.10.100",
+        "gauss-b": "10.210.10.101",
     }
     assert all(n["state"] == "running" for n in lab["nodes"])
 
@@ -63,7 +79,9 @@ def test_every_node_routes_equal_the_seed_tables(lab: dict) -> None:
     assert result["_exit"] == 0 and result["matches"] is True
     for node in result["nodes"]:
         actual = sorted((r["dst"], r["gateway"], r["dev"]) for r in node["routes"])
-        seed = sorted((r.dst, r.gateway, r.dev) for r in SEED_TABLES[node["node"]])
+        seed = sorted(
+            seed_to_suite(RouteEntry(r.dst, r.gateway, r.dev)) for r in SEED_TABLES[node["node"]]
+        )
         assert actual == seed, node["node"]
         assert node["matches"] is True
 
@@ -80,26 +98,26 @@ def test_trace_nfs_to_the_guest_goes_via_gauss_a(lab: dict) -> None:
     trace = cli_json("trace", "nfs", "guest")
     assert trace["_exit"] == 0 and trace["reached"]
     assert [h["node"] for h in trace["hops"]] == ["nfs", "gauss-a"]
-    assert trace["hops"][0]["gateway"] == "192.168.10.100"
+    assert trace["hops"][0]["gateway"] == NET + "100"
     assert trace["hops"][1]["dev"] == "tap0"
     assert trace["end"] == "handed to the guest on gauss-a's tap0"
 
 
 def test_trace_names_the_break_of_a_wrong_route(lab: dict) -> None:
     code, _, err = cli(
-        "exec", "nfs", "--", "ip", "route", "replace", "192.168.2.100/32", "via", "192.168.10.50"
+        "exec", "nfs", "--", "ip", "route", "replace", "192.168.2.100/32", "via", NET + "50"
     )
     assert code == 0, err
     try:
         trace = cli_json("trace", "nfs", "192.168.2.100")
         assert trace["_exit"] == 1 and not trace["reached"]
         assert trace["end"] == (
-            "nfs sends it to 192.168.10.50 on the lab network, which is no node of the lab"
+            f"nfs sends it to {NET}50 on the lab network, which is no node of the lab"
         )
         routes = cli_json("routes", "nfs")
         assert routes["_exit"] == 1 and routes["matches"] is False
         assert routes["nodes"][0]["unexpected"] == [
-            {"dst": "192.168.2.100/32", "gateway": "192.168.10.50", "dev": "eth0"}
+            {"dst": "192.168.2.100/32", "gateway": NET + "50", "dev": "eth0"}
         ]
         # a second kind of break: gauss-a loses its route into the tap
         assert cli("exec", "gauss-a", "--", "ip", "route", "del", "192.168.2.0/24")[0] == 0
@@ -113,7 +131,7 @@ def test_trace_names_the_break_of_a_wrong_route(lab: dict) -> None:
                 "replace",
                 "192.168.2.100/32",
                 "via",
-                "192.168.10.100",
+                NET + "100",
             )[0]
             == 0
         )
@@ -128,7 +146,7 @@ def test_trace_names_the_break_of_a_wrong_route(lab: dict) -> None:
 
 def test_switch_route_flips_the_path(lab: dict) -> None:
     result = cli_json("switch-route", "--via", "gauss-b")
-    assert result["_exit"] == 0 and result["gateway"] == "192.168.10.101"
+    assert result["_exit"] == 0 and result["gateway"] == NET + "101"
     assert 0 < result["kernel_ms"] < result["wall_ms"]
     try:
         trace = cli_json("trace", "nfs", "guest")
@@ -137,7 +155,7 @@ def test_switch_route_flips_the_path(lab: dict) -> None:
         assert routes["matches"] is True
         assert routes["nodes"][0]["notes"] == ["192.168.2.100/32 switched to gauss-b"]
     finally:
-        assert cli_json("switch-route", "--via", "gauss-a")["gateway"] == "192.168.10.100"
+        assert cli_json("switch-route", "--via", "gauss-a")["gateway"] == NET + "100"
     assert [h["node"] for h in cli_json("trace", "nfs", "guest")["hops"]] == ["nfs", "gauss-a"]
 
 
@@ -195,11 +213,11 @@ def test_up_twice_is_idempotent(docker_client: docker.DockerClient, lab: dict) -
 def test_a_second_lab_on_the_same_subnet_is_refused_and_leaves_nothing(
     docker_client: docker.DockerClient, lab: dict
 ) -> None:
-    proc = run_cli("up", "--lab", "tbother")
+    proc = run_cli("up", "--lab", "tbother", "--topology", SUITE_TOPOLOGY)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines == [
-        "error: the lab network 192.168.10.0/24 overlaps 192.168.10.0/24 of lab "
+        "error: the lab network 10.210.10.0/24 overlaps 10.210.10.0/24 of lab "
         f"'{LAB}': take that down (testbed down --lab {LAB})"
     ]
     assert lab_objects(docker_client, "tbother") == []
@@ -207,7 +225,7 @@ def test_a_second_lab_on_the_same_subnet_is_refused_and_leaves_nothing(
 
 def test_graph_of_the_running_lab(lab: dict) -> None:
     code, out, _ = cli("graph")
-    assert code == 0 and "now: nfs reaches the guest via 192.168.10.100" in out
+    assert code == 0 and f"now: nfs reaches the guest via {NET}100" in out
     code, out, _ = cli("graph", "--format", "mermaid")
     assert code == 0 and out.startswith("graph LR")
 

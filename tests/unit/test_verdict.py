@@ -123,12 +123,13 @@ def test_message_contains_is_required() -> None:
         failed("qemu-alive", "QEMU", f"QEMU exited: {ASSERTION}"),
         failed("replication-completed", "daemon", "the daemon ended without a result"),
     ]
-    # replication-completed is not listed by the abort entry
-    assert decide(crash, shmem_cell(), "10.0.2", "tcg").verdict is VerdictKind.FAIL
-    only = crash[:1]
-    verdict = decide(only, shmem_cell(), "10.0.2", "tcg")
+    # the abort takes the daemon with it: both failures are the defect's
+    verdict = decide(crash, shmem_cell(), "10.0.2", "tcg")
     assert verdict.verdict is VerdictKind.KNOWN_DEFECT
     assert verdict.known_defect is not None and verdict.known_defect.id == ABORT
+    # a checkpoint failing as well is not what this defect does
+    more = [*crash, failed("checkpoint", "checkpoint 2", "3 page(s) differ: [1, 2, 3]")]
+    assert decide(more, shmem_cell(), "10.0.2", "tcg").verdict is VerdictKind.FAIL
     other = [failed("qemu-alive", "QEMU", "QEMU exited: Segmentation fault")]
     assert decide(other, shmem_cell(), "10.0.2", "tcg").verdict is VerdictKind.FAIL
 

@@ -1,0 +1,156 @@
+"""The seed by hand, as the README walks it: a guest on Gauss A, the destination waiting
+on Gauss B, `migrate -d tcp:...` typed in the monitor, `info migrate`, the page-by-page
+comparison, `cont`, the NFS server's route switched; then `testbed migrate --verify` back."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import docker
+import pytest
+
+from tests.conftest import ROOT, lab_for_module, node_processes, run_cli, suite_topology
+
+pytestmark = pytest.mark.e2e
+
+LAB = "tbhand"
+
+
+@pytest.fixture(scope="module")
+def lab(docker_client: docker.DockerClient, built_images: dict[str, str]) -> Iterator[str]:
+    yield from lab_for_module(LAB)
+
+
+def cli(*args: str, timeout: float = 300) -> tuple[int, str, str]:
+    words = list(args)
+    at = words.index("--") if "--" in words else len(words)
+    proc = run_cli(*words[:at], "--lab", LAB, *words[at:], timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def cli_json(*args: str) -> Any:
+    code, out, err = cli(*args, "--json")
+    assert code == 0 and out, err
+    return json.loads(out)
+
+
+def converse(verb: str, node: str, lines: list[bytes], until: bytes, timeout: float = 60) -> bytes:
+    """``testbed console|monitor NODE`` in a real terminal: type ``lines`` once it is
+    attached, return everything seen until ``until`` appears (or the timeout)."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(ROOT)
+        os.execv(sys.executable, [sys.executable, "-m", "testbed", verb, node, "--lab", LAB])
+    seen = b""
+    deadline = time.monotonic() + timeout
+    sent = False
+    try:
+        while until not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if ready:
+                try:
+                    seen += os.read(fd, 4096)
+                except OSError:
+                    break
+            if not sent and b"leave with" in seen:
+                time.sleep(1)
+                for line in lines:
+                    os.write(fd, line + b"\r")
+                    time.sleep(0.5)
+                sent = True
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        os.close(fd)
+    return seen
+
+
+def test_the_seed_by_hand(docker_client: docker.DockerClient, lab: str) -> None:
+    topo = suite_topology()
+    gauss_b = topo.node("gauss-b").address
+    started = cli_json("guest", "start", "gauss-a", "--arch", "armv8", "--fresh-disk")
+    assert started["ready"]["root"] == "disk" and started["vm"]["status"] == "running"
+    code, _, err = cli("guest", "run", "gauss-a", "--", "dirtyram 4096 256 50 &")
+    assert code == 0, err
+    code, out, _ = cli("guest", "run", "gauss-a", "--", "uname", "-m")
+    assert code == 0 and out.strip() == "aarch64"
+    assert cli("guest", "run", "gauss-a", "--", "false")[0] == 1  # the guest's exit status
+
+    assert cli_json("guest", "start", "gauss-b", "--arch", "armv8", "--incoming")["ready"] is None
+    guests = {g["node"]: g for g in cli_json("guest", "list")}
+    assert guests["gauss-a"]["status"] == "running" and guests["gauss-b"]["status"] == "inmigrate"
+
+    # the seed's own words, typed in the source's monitor
+    seen = converse(
+        "monitor",
+        "gauss-a",
+        [f"migrate -d tcp:{gauss_b}:4321".encode(), b"info migrate"],
+        b"Migration status: completed",
+    )
+    if b"Migration status: completed" not in seen:  # still active when asked: ask again
+        seen = converse("monitor", "gauss-a", [b"info migrate"], b"Migration status: completed")
+    assert b"Migration status: completed" in seen, seen[-1500:]
+
+    # both paused at switchover (the destination runs -S): compare page by page
+    memory = cli_json("compare", "gauss-a", "gauss-b")
+    assert memory["differing_pages"] == [] and memory["pages_compared"] == 512 * 256
+
+    assert b"VM status: running" in converse(
+        "monitor", "gauss-b", [b"cont", b"info status"], b"VM status: running"
+    )
+    code, out, _ = cli("switch-route", "--via", "gauss-b", "--probe")
+    assert code == 0 and "the guest answered" in out
+    code, out, _ = cli("guest", "run", "gauss-b", "--", "echo", "on-b")
+    assert code == 0 and out.strip() == "on-b"
+
+    # and back, with testbed migrate: the old source must go first (its tap0 is taken)
+    assert cli("guest", "stop", "gauss-a")[0] == 0
+    result = cli_json("migrate", "gauss-b", "gauss-a", "--verify")
+    assert result["outcome"]["status"] == "completed" and result["destination_started"]
+    assert result["memory"]["differing_pages"] == []
+    assert result["destination_status"] == "running"
+    code, out, _ = cli("guest", "run", "gauss-a", "--", "kill %1; sleep 1; echo done")
+    assert code == 0
+    log = (
+        docker_client.containers.get(f"{LAB}-gauss-a")
+        .exec_run(["cat", "/run/testbed/vm/guest/serial.log"])
+        .output.decode()
+    )
+    assert "dirtyram: summary" in log and "result=PASS" in log
+
+    for node in ("gauss-a", "gauss-b"):
+        assert cli("guest", "stop", node)[0] == 0
+    assert cli_json("guest", "list") == []
+    assert node_processes(docker_client, LAB) == {}
+
+
+def test_console_is_shared_and_keys_reach_the_guest(lab: str) -> None:
+    """Two people on the console and a script typing through `guest run`, at once."""
+    cli_json("guest", "start", "gauss-a", "--arch", "armv8")
+    try:
+        out = converse("console", "gauss-a", [b"echo tb-$((40+2))"], b"tb-42")
+        assert b"tb-42" in out
+        code, text, _ = cli("guest", "run", "gauss-a", "--", "echo", "while-attached")
+        assert code == 0 and text.strip() == "while-attached"
+    finally:
+        cli("guest", "stop", "gauss-a")
+
+
+def test_by_hand_faults_are_one_line(lab: str) -> None:
+    code, _, err = cli("migrate", "gauss-a", "gauss-b")
+    assert code == 2 and err.strip() == (
+        "error: no guest runs on gauss-a: start one: testbed guest start gauss-a"
+    )
+    code, _, err = cli("compare", "gauss-a", "gauss-b")
+    assert code == 2 and "no guest runs on gauss-a" in err
+    code, _, err = cli("guest", "run", "nfs", "--", "true")
+    assert code == 2 and "nfs is not a board" in err
+    code, _, err = cli("guest", "start", "gauss-b", "--incoming", "--arch", "armv7")
+    assert code == 2 and "no root disk" in err

@@ -1,0 +1,108 @@
+"""Ctrl-C anywhere: the command stops every QEMU, daemon and helper it started, leaves the
+lab as it found it, and says so truthfully.  Each scenario is interrupted at ten points
+in time (from the lab coming up to the final checks), in a lab that was up before; and
+twice in a lab that the command itself created, which must then be gone entirely."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import docker
+import pytest
+
+from testbed import labels
+from tests.conftest import ROOT, SUITE_TOPOLOGY, lab_for_module, node_processes, run_cli
+
+pytestmark = pytest.mark.e2e
+
+LAB = "tbint"
+OWN_LAB = "tbintown"
+MIGRATION = ["run", "migration", "--arch", "armv8", "--mem", "256", "--load", "seed:4096:256:50"]
+SHMEM = ["run", "shmem", "--arch", "armv8", "--duration", "6", "--remote"]
+# seconds after the start: from the lab's up through boot, migration or replication, checks
+POINTS = [0.7, 1.5, 2.5, 3.5, 5.0, 6.5, 8.0, 9.5, 11.0, 13.0]
+
+
+@pytest.fixture(scope="module")
+def lab(docker_client: docker.DockerClient, built_images: dict[str, str]) -> Iterator[str]:
+    yield from lab_for_module(LAB)
+
+
+def _default_sigint() -> None:
+    # a test runner started as a background job passes an ignored SIGINT on to its children
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def interrupt(args: list[str], after: float) -> tuple[int, str, float]:
+    """Run the command, send SIGINT after ``after`` seconds, return (exit code, stderr,
+    seconds from the signal to the exit)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "testbed", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    time.sleep(after)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=180)
+    return proc.returncode, err, time.monotonic() - sent
+
+
+def lab_objects(client: docker.DockerClient, lab: str) -> list[str]:
+    f = labels.project_filter(**{labels.LAB: lab})
+    return (
+        [c.name or "" for c in client.containers.list(all=True, filters=f)]
+        + [n.name or "" for n in client.networks.list(filters=f)]
+        + [v.name or "" for v in client.volumes.list(filters=f)]
+    )
+
+
+def check_interrupted(code: int, err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.startswith("interrupted")]
+    assert code == 130 and len(lines) == 1, (code, err[-2000:])
+    assert "Traceback" not in err, err[-2000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize("after", POINTS)
+@pytest.mark.parametrize("scenario", ["migration", "shmem"])
+def test_ctrl_c_leaves_the_lab_as_it_was(
+    docker_client: docker.DockerClient, lab: str, scenario: str, after: float
+) -> None:
+    before = sorted(lab_objects(docker_client, LAB))
+    args = [*(MIGRATION if scenario == "migration" else SHMEM), "--lab", LAB]
+    code, err, seconds = interrupt(args, after)
+    if code in (0, 1):  # it finished before the signal: not an interruption point
+        pytest.skip(f"{scenario} ended before {after} s")
+    message = check_interrupted(code, err)
+    assert node_processes(docker_client, LAB) == {}, message
+    assert sorted(lab_objects(docker_client, LAB)) == before  # the lab stays as it was
+    assert "of the lab this run created" not in message
+    assert run_cli("status", "--lab", LAB).returncode == 0
+    assert seconds < 60
+
+
+@pytest.mark.parametrize("after", [1.0, 6.0])
+def test_ctrl_c_removes_the_lab_the_command_created(
+    docker_client: docker.DockerClient, built_images: dict[str, str], after: float
+) -> None:
+    run_cli("down", "--lab", OWN_LAB)
+    args = [*MIGRATION, "--lab", OWN_LAB, "--topology", SUITE_TOPOLOGY]
+    code, err, _ = interrupt(args, after)
+    message = check_interrupted(code, err)
+    assert lab_objects(docker_client, OWN_LAB) == [], message
+    if "removed" in message:
+        assert (
+            "removed 3 container(s), 1 network(s), 1 volume(s) of the lab this run created"
+            in message
+        )
+    run_cli("down", "--lab", OWN_LAB)
