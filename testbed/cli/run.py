@@ -590,7 +590,7 @@ def register(sub: Any) -> None:
 
     for name, socket_name, what in (
         ("console", "console.sock", "serial console"),
-        ("monitor", "hmp.sock", "HMP monitor"),
+        ("monitor", "monitor.sock", "HMP monitor"),
     ):
         p = sub.add_parser(name, help=f"attach to the {what} of the guest on a board")
         p.add_argument("node", help="gauss-a or gauss-b")

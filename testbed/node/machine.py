@@ -81,6 +81,12 @@ class MachinePaths:
         return self.dir / "console.sock"
 
     @property
+    def monitor_socket(self) -> Path:
+        """The agent's fan-out of the HMP monitor (``testbed monitor`` attaches here): a
+        person who leaves without closing the connection cannot lock the others out."""
+        return self.dir / "monitor.sock"
+
+    @property
     def serial_log(self) -> Path:
         return self.dir / "serial.log"
 
@@ -110,6 +116,7 @@ class MachinePaths:
         return (
             self.serial_socket,
             self.console_socket,
+            self.monitor_socket,
             self.qmp_socket,
             self.service_qmp_socket,
             self.hmp_socket,
@@ -172,6 +179,10 @@ class Machine:
         self.events = EventRecorder()
         self.console = SerialPort(
             str(paths.serial_socket), str(paths.console_socket) if console_mux else None
+        )
+        # the HMP monitor, shared the same way (QEMU's socket serves one client at a time)
+        self.monitor = (
+            SerialPort(str(paths.hmp_socket), str(paths.monitor_socket)) if (console_mux) else None
         )
         self.started_at = 0.0
         self.qemu_version = ""
@@ -276,6 +287,8 @@ class Machine:
         self.qemu_version = f"{qemu['major']}.{qemu['minor']}.{qemu['micro']}"
         self.qemu_package = str(version.get("package", "")).strip()
         await self.console.connect(max(1.0, deadline - time.monotonic()), lambda: self.alive)
+        if self.monitor is not None:
+            await self.monitor.connect(max(1.0, deadline - time.monotonic()), lambda: self.alive)
         self._write_state()
 
     async def _record_events(self) -> None:
@@ -407,6 +420,8 @@ class Machine:
                 self.qmp.remove_listener(self._listener)
             self._listener = None
         await self.console.close()
+        if self.monitor is not None:
+            await self.monitor.close()
         for task in self._tasks:
             if task is not asyncio.current_task():
                 task.cancel()
