@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -48,6 +49,14 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _exit_interrupted() -> NoReturn:
+    """Exit 130 now.  (CPython notes a KeyboardInterrupt that went through an exec(), as
+    in an import that Ctrl-C cut short, and would otherwise end the process by SIGINT.)"""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
@@ -79,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except Interrupted as exc:
         err.print(f"interrupted: {exc.summary}", highlight=False, markup=False)
-        return 130
+        _exit_interrupted()
     except KeyboardInterrupt:
         err.print("interrupted")
-        return 130
+        _exit_interrupted()

@@ -16,16 +16,17 @@ import docker
 import pytest
 
 from testbed import labels
-from tests.conftest import ROOT, SUITE_TOPOLOGY, lab_for_module, node_processes, run_cli
+from tests.conftest import ROOT, lab_for_module, node_processes, run_cli
 
 pytestmark = pytest.mark.e2e
 
 LAB = "tbint"
 OWN_LAB = "tbintown"
+SECOND_TOPOLOGY = str(ROOT / "tests" / "fixtures" / "topologies" / "suite-b.toml")
 MIGRATION = ["run", "migration", "--arch", "armv8", "--mem", "256", "--load", "seed:4096:256:50"]
 SHMEM = ["run", "shmem", "--arch", "armv8", "--duration", "6", "--remote"]
 # seconds after the start: from the lab's up through boot, migration or replication, checks
-POINTS = [0.7, 1.5, 2.5, 3.5, 5.0, 6.5, 8.0, 9.5, 11.0, 13.0]
+POINTS = [0.7, 1.5, 2.5, 3.5, 4.5, 6.0, 7.0, 8.5, 10.0, 11.5]
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,7 @@ def test_ctrl_c_removes_the_lab_the_command_created(
     docker_client: docker.DockerClient, built_images: dict[str, str], after: float
 ) -> None:
     run_cli("down", "--lab", OWN_LAB)
-    args = [*MIGRATION, "--lab", OWN_LAB, "--topology", SUITE_TOPOLOGY]
+    args = [*MIGRATION, "--lab", OWN_LAB, "--topology", SECOND_TOPOLOGY]
     code, err, _ = interrupt(args, after)
     message = check_interrupted(code, err)
     assert lab_objects(docker_client, OWN_LAB) == [], message
