@@ -6,6 +6,7 @@ twice in a lab that the command itself created, which must then be gone entirely
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
