@@ -102,9 +102,13 @@ def test_ctrl_c_removes_the_lab_the_command_created(
     code, err, _ = interrupt(args, after)
     message = check_interrupted(code, err)
     assert lab_objects(docker_client, OWN_LAB) == [], message
-    if "removed" in message:
-        assert (
-            "removed 3 container(s), 1 network(s), 1 volume(s) of the lab this run created"
-            in message
+    # what it says it removed is what it had created by then (as much as the moment allows)
+    assert (
+        re.search(
+            r"removed \d container\(s\), 1 network\(s\), [01] volume\(s\) of the lab "
+            r"this run created",
+            message,
         )
+        or "gone already" in message
+    ), message
     run_cli("down", "--lab", OWN_LAB)
