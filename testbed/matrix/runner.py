@@ -16,6 +16,7 @@ from testbed.matrix.store import ResultStore
 LOG = logging.getLogger(__name__)
 
 RunCell = Callable[[Cell, int], RunRecord]
+MIGRATION_TIMEOUT = 60.0  # seconds a matrix migration may take to converge
 
 
 def run_cell(cell: Cell, run: int, lab: str) -> RunRecord:
@@ -39,13 +40,15 @@ def run_cell(cell: Cell, run: int, lab: str) -> RunRecord:
             lab=lab,
             hold=cell.hold_s,
             bandwidth=cell.bandwidth,
+            # a migration that has not converged by then is reported as not converging
+            migration_timeout=MIGRATION_TIMEOUT,
         )
         result = MigrationScenario(client, params).run()
-        return record_of(result, run, started)
+        return record_of(result, run, started, cell)
     shmem = ShmemParams(
         arch=cell.arch, workload=cell.load, accel=cell.accel, suite=cell.suite, lab=lab
     )
-    return record_of(ShmemScenario(client, shmem).run(), run, started)
+    return record_of(ShmemScenario(client, shmem).run(), run, started, cell)
 
 
 @dataclass(frozen=True)

@@ -52,10 +52,14 @@ def pages_lost(result: Result) -> int:
     return max(len(lost), stale)
 
 
-def record_of(result: Result, run: int = 1, started_at: datetime | None = None) -> RunRecord:
+def record_of(
+    result: Result, run: int = 1, started_at: datetime | None = None, cell: Cell | None = None
+) -> RunRecord:
+    """The run as a matrix record (of ``cell`` as the matrix asked for it, e.g. accel
+    auto, or else of the cell the run was)."""
     failed = sorted({c.check for c in result.checks if c.failed})
     return RunRecord(
-        cell=cell_of(result),
+        cell=cell or cell_of(result),
         run=run,
         qemu_version=result.qemu_version or "?",
         verdict=result.verdict.value,

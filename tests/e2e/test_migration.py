@@ -339,3 +339,21 @@ def test_lab_that_cannot_be_brought_up_is_one_line(docker_client: docker.DockerC
 
 def test_topology_of_the_suite_is_not_the_seed_subnet() -> None:
     assert topology.load(SUITE_TOPOLOGY).network.subnet == "10.210.10.0/24"
+
+
+@pytest.mark.parametrize("load", ["seed", "hot:256", "random:1024", "wide:4096"])
+def test_each_load_detects_a_stale_page(lab: str, load: str) -> None:
+    """The negative control of every load: one of its pages gets an older stamp on the
+    paused destination (through the gdbstub); the load itself must report it stale."""
+    code, result, _ = run_migration(
+        "--arch", "armv8", "--load", load, "--inject", "stale-load-page"
+    )
+    assert code == 1
+    fails = failing(result)
+    assert "load-stale" in fails, result["failures"]
+    stale = fails["load-stale"][0]["evidence"]["stale_pages"]
+    (diff,) = result["migrations"][0]["memory"]["details"]  # the one page altered
+    mode = load.split(":")[0]
+    assert diff["source_stamp"].startswith(f"{mode} page=")
+    index = diff["source_stamp"].split()[1].split("=")[1]
+    assert index in stale, (diff, stale)  # the load names the very page that was altered

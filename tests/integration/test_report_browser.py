@@ -31,7 +31,9 @@ FAIL_RED, KNOWN_PURPLE, PASS_GREEN = (0xC0, 0x39, 0x2B), (0x8E, 0x44, 0xAD), (0x
 
 
 def chromium() -> str:
-    path = shutil.which("chromium") or (
+    # Debian's chromium, or the Chrome that GitHub's runners carry
+    names = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+    path = next((found for name in names if (found := shutil.which(name))), None) or (
         "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
     )
     if path is None:

@@ -316,10 +316,19 @@ def test_load_stale_counts_only_the_new_stale_pages() -> None:
     assert_pass(LoadStale().judge(hop(), load(stale_before=2, stale_after=2)), "load-stale")
 
 
-@pytest.mark.parametrize("after", [3, 2])
-def test_load_stale_without_a_full_pass_fails(after: int) -> None:
-    result = LoadStale().judge(hop(), load(passes_before=3, passes_after=after))
-    assert_fail(result, "load-stale", "no full pass on gauss-b", f"passes 3 -> {after}")
+@pytest.mark.parametrize(("after", "done"), [(3, 0), (2, 0), (4, 1)])
+def test_load_stale_without_its_passes_fails(after: int, done: int) -> None:
+    """A load that stopped reporting on the destination (its own memory may be what was
+    lost) has not checked its pages: that fails too."""
+    result = LoadStale().judge(
+        hop(), replace(load(passes_before=3, passes_after=after), passes_wanted=2)
+    )
+    assert_fail(result, "load-stale", f"the load completed {done} of 2 passes on gauss-b")
+
+
+def test_load_stale_passes_after_the_wanted_passes() -> None:
+    ok = replace(load(passes_before=3, passes_after=5), passes_wanted=2)
+    assert_pass(LoadStale().judge(hop(), ok), "load-stale")
 
 
 # -- writeout-gap ------------------------------------------------------------------------------
