@@ -37,10 +37,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from testbed.matrix import runner
 
     check_lab_name(args.lab)
+    smps = _numbers("--smp", args.smp or ("1,2" if args.scenario == "migration" else "1"))
+    if args.scenario == "shmem" and smps != [1]:
+        raise UserError(f"--smp {args.smp}: the shmem scenario runs its guest with one CPU",
+                        "leave --smp out for shmem")
     cells = matrix_cells.expand(
         suites=_words(args.suite),
         arches=_words(args.arch),
-        smps=_numbers("--smp", args.smp),
+        smps=smps,
         loads=args.load or DEFAULT_LOADS.get(args.scenario, []),
         accels=_words(args.accel),
         scenario=args.scenario,
@@ -241,7 +245,7 @@ def register(sub: Any) -> None:
     run.add_argument("--scenario", choices=list(SCENARIOS), default="migration")
     run.add_argument("--suite", default=suites, metavar="S,S", help=f"QEMU suites ({suites})")
     run.add_argument("--arch", default="armv7,armv8", metavar="A,A", help="(armv7,armv8)")
-    run.add_argument("--smp", default="1,2", metavar="N,N", help="guest CPUs (1,2)")
+    run.add_argument("--smp", metavar="N,N", help="guest CPUs (migration: 1,2; shmem: 1)")
     run.add_argument(
         "--load",
         action="append",

@@ -217,6 +217,11 @@ CASES = [
     # matrix run | report
     Case(f"{MATRIX} --shard 6/5", "--shard 6/5: index must be 1 to 5", "use I/N with 1 <= I <= N"),
     Case(f"{MATRIX} --runs 0", "--runs 0 is out of range", "use 1 or more"),
+    Case(
+        f"{MATRIX} --scenario shmem --smp 2",
+        "--smp 2: the shmem scenario runs its guest with one CPU",
+        "leave --smp out for shmem",
+    ),
     Case(f"{MATRIX} --smp 0", "--smp 0 is out of range", "use 1 to 8"),
     Case(f"{MATRIX} --suite sid", "--suite sid: unknown QEMU suite", "use one of bookworm"),
     Case(f"{MATRIX} --hold 601", "--hold 601 is out of range", "use 0 (no hold) to 600 seconds"),
