@@ -37,6 +37,7 @@ NODE_CODE = (
     "loads.py",
     "protocol.py",
     "rates.py",
+    "wait.py",
 )
 NODE_PACKAGES = ("node",)
 

@@ -1,4 +1,4 @@
-"""Readiness waits, as named strategies."""
+"""Readiness of a container, by its log (the NFS server's), through the one wait helper."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 import docker.models.containers
 
 from testbed.errors import UserError
+from testbed.wait import WaitAborted, WaitTimeout, wait_until
 
 
 def wait_for_log(
@@ -16,14 +17,23 @@ def wait_for_log(
     Fails with the log's last line when the container stops or time runs out."""
     started = time.monotonic()
     needle = text.encode()
-    while True:
-        logs = container.logs()
-        if needle in logs:
-            return time.monotonic() - started
+    seen = [b""]
+
+    def logged() -> bool | None:
+        seen[0] = container.logs()
+        return True if needle in seen[0] else None
+
+    def last() -> str:
+        return (seen[0].decode(errors="replace").strip().splitlines() or ["(no output)"])[-1]
+
+    def gone() -> str | None:
         container.reload()
-        last = (logs.decode(errors="replace").strip().splitlines() or ["(no output)"])[-1]
-        if container.status not in ("created", "running"):
-            raise UserError(f"{what} stopped before it was ready ({container.status}): {last}")
-        if time.monotonic() - started > timeout:
-            raise UserError(f"{what} was not ready within {timeout:.0f} s: {last}")
-        time.sleep(0.05)
+        return None if container.status in ("created", "running") else container.status
+
+    try:
+        wait_until(logged, what=f"{what} ready", timeout=timeout, last=last, gone=gone)
+    except WaitAborted as exc:
+        raise UserError(f"{what} stopped before it was ready ({exc.why}): {last()}") from None
+    except WaitTimeout:
+        raise UserError(f"{what} was not ready within {timeout:.0f} s: {last()}") from None
+    return time.monotonic() - started

@@ -39,8 +39,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_lab_name(args.lab)
     smps = _numbers("--smp", args.smp or ("1,2" if args.scenario == "migration" else "1"))
     if args.scenario == "shmem" and smps != [1]:
-        raise UserError(f"--smp {args.smp}: the shmem scenario runs its guest with one CPU",
-                        "leave --smp out for shmem")
+        raise UserError(
+            f"--smp {args.smp}: the shmem scenario runs its guest with one CPU",
+            "leave --smp out for shmem",
+        )
     cells = matrix_cells.expand(
         suites=_words(args.suite),
         arches=_words(args.arch),

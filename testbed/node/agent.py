@@ -105,6 +105,7 @@ from testbed.protocol import (
     VmWaitStatus,
     WaitLoadPasses,
 )
+from testbed.wait import WaitAborted, await_until
 
 LOG = logging.getLogger(__name__)
 
@@ -567,17 +568,22 @@ async def _vm_wait_status(
     agent: Agent, session: Session, request: VmWaitStatus, emit: Emit
 ) -> RunState:
     machine = agent.machine(request.name)
-    deadline = time.monotonic() + request.timeout
-    while True:
-        status = await machine.status()
-        if status in request.wanted:
-            return RunState(status)
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"VM {request.name} is {status}, expected "
-                f"{' or '.join(request.wanted)} within {request.timeout:.0f} s"
-            )
+    seen = ["?"]
+
+    async def check() -> RunState | None:
+        seen[0] = await machine.status()
+        if seen[0] in request.wanted:
+            return RunState(seen[0])
         await machine.events.wait(machine.events.seq, {"STOP", "RESUME", "MIGRATION"}, 0.2)
+        return None
+
+    return await await_until(
+        check,
+        what=f"VM {request.name} {' or '.join(request.wanted)}",
+        timeout=request.timeout,
+        last=lambda: seen[0],
+        interval=0.0,
+    )
 
 
 @handles(VmHmp)
@@ -624,19 +630,30 @@ async def _console_run(
 async def _wait_log(
     machine: Machine, offset: int, timeout: float, what: str, done: Callable[[str], bool]
 ) -> ConsoleText:
-    deadline = time.monotonic() + timeout
-    while True:
-        text = _read_log(machine, offset)
-        if done(text.text):
-            return text
-        machine.require_alive()
-        if time.monotonic() > deadline:
-            tail = text.text.strip().splitlines()[-1:] or ["(nothing)"]
-            raise TimeoutError(
-                f"no {what} on the console of {machine.name} within "
-                f"{timeout:.0f} s (last line: {tail[0][:160]!r})"
-            )
-        await asyncio.sleep(0.1)
+    seen = [ConsoleText("", offset, offset)]
+
+    async def check() -> ConsoleText | None:
+        seen[0] = _read_log(machine, offset)
+        return seen[0] if done(seen[0].text) else None
+
+    def last() -> str:
+        tail = seen[0].text.strip().splitlines()[-1:] or ["(nothing)"]
+        return repr(tail[0][:160])
+
+    def gone() -> str | None:
+        return None if machine.alive else f"QEMU exited ({machine.log_tail()})"
+
+    try:
+        return await await_until(
+            check,
+            what=f"{what} on the console of {machine.name}",
+            timeout=timeout,
+            last=last,
+            gone=gone,
+            interval=0.1,
+        )
+    except WaitAborted as exc:
+        raise VmGone(str(exc)) from None
 
 
 @handles(ConsoleWaitFor)

@@ -14,10 +14,10 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 from testbed import protocol
+from testbed.wait import WaitTimeout, wait_until
 
 AGENT_LOG = "/run/testbed/agent.log"
 LOCK = "/run/testbed/agent.lock"
@@ -53,14 +53,24 @@ def ensure_agent(path: str = protocol.AGENT_SOCKET) -> socket.socket:
                 start_new_session=True,
                 close_fds=True,
             )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            sock = _connect(path)
-            if sock is not None:
-                return sock
-            time.sleep(0.02)
-    tail = Path(AGENT_LOG).read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-    raise SystemExit(f"testbed agent did not start within {START_TIMEOUT:.0f} s: {tail[0]}")
+        try:
+            return wait_until(
+                lambda: _connect(path),
+                what="testbed agent listening",
+                timeout=START_TIMEOUT,
+                last=_agent_log_tail,
+                interval=0.02,
+            )
+        except WaitTimeout as exc:
+            raise SystemExit(str(exc)) from None
+
+
+def _agent_log_tail() -> str:
+    try:
+        lines = Path(AGENT_LOG).read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no agent log"
+    return lines[-1] if lines else "no output"
 
 
 def relay(sock: socket.socket) -> None:

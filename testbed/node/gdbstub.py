@@ -7,7 +7,8 @@ negative controls, which must alter a page of a paused guest on purpose."""
 from __future__ import annotations
 
 import socket
-import time
+
+from testbed.wait import WaitTimeout, wait_until
 
 
 class GdbError(Exception):
@@ -16,15 +17,21 @@ class GdbError(Exception):
 
 class GdbRemote:
     def __init__(self, host: str, port: int, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        tried = ["nothing yet"]
+
+        def connected() -> socket.socket | None:
             try:
-                self.sock = socket.create_connection((host, port), timeout=timeout)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+                return socket.create_connection((host, port), timeout=timeout)
+            except OSError as exc:
+                tried[0] = str(exc)
+                return None
+
+        try:
+            self.sock = wait_until(
+                connected, what=f"gdbstub at {host}:{port}", timeout=timeout, last=lambda: tried[0]
+            )
+        except WaitTimeout as exc:
+            raise GdbError(str(exc)) from None
         self.buf = b""
 
     @staticmethod

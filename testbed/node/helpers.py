@@ -10,11 +10,11 @@ import asyncio
 import contextlib
 import logging
 import signal
-import time
 from pathlib import Path
 
 from testbed.errors import UserError
 from testbed.protocol import HelperExit
+from testbed.wait import WaitAborted, WaitTimeout, await_until
 
 LOG = logging.getLogger(__name__)
 
@@ -65,25 +65,40 @@ class Helper:
                 start_new_session=True,
             )
         LOG.info("helper %s: pid %d: %s", self.name, self.proc.pid, " ".join(self.argv))
-        deadline = time.monotonic() + timeout
-        while ready_text is not None or ready_port is not None:
+        if ready_text is None and ready_port is None:
+            return
+
+        async def ready() -> bool | None:
             if ready_text is not None and ready_text in self.log.read_text(errors="replace"):
-                return
+                return True
             if ready_port is not None and listening(ready_port):
-                return
-            if not self.running:
-                await self.wait(1.0)
-                raise UserError(
-                    f"helper {self.name} exited ({self.exit_code}) before it was ready: "
-                    f"{self.log_tail() or 'no output'}"
-                )
-            if time.monotonic() > deadline:
-                await self.stop()
-                raise UserError(
-                    f"helper {self.name} was not ready within {timeout:.0f} s: "
-                    f"{self.log_tail() or 'no output'}"
-                )
-            await asyncio.sleep(0.05)
+                return True
+            return None
+
+        def gone() -> str | None:
+            return None if self.running else "it exited"
+
+        what = f"helper {self.name} ready"
+        try:
+            await await_until(
+                ready,
+                what=what,
+                timeout=timeout,
+                last=lambda: self.log_tail() or "no output",
+                gone=gone,
+            )
+        except WaitAborted:
+            await self.wait(1.0)
+            raise UserError(
+                f"helper {self.name} exited ({self.exit_code}) before it was ready: "
+                f"{self.log_tail() or 'no output'}"
+            ) from None
+        except WaitTimeout:
+            await self.stop()
+            raise UserError(
+                f"helper {self.name} was not ready within {timeout:.0f} s: "
+                f"{self.log_tail() or 'no output'}"
+            ) from None
 
     async def wait(self, timeout: float) -> HelperExit:
         if self.proc is not None and self.proc.returncode is None and timeout > 0:

@@ -35,6 +35,7 @@ from testbed.codec import Json
 from testbed.node.cmdline import GuestConfig, build_command
 from testbed.node.serial import SerialPort
 from testbed.protocol import QmpEvent, VmSpec
+from testbed.wait import WaitAborted, await_until
 
 LOG = logging.getLogger(__name__)
 
@@ -267,16 +268,27 @@ class Machine:
 
     async def _post_launch(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while True:
-            if not self.alive:
-                raise VmGone("QEMU exited during start-up")
+        tried = ["nothing yet"]
+
+        async def connected() -> bool | None:
             try:
                 await self.qmp.connect(str(self.paths.qmp_socket))
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.02)
+                return True
+            except Exception as exc:  # not listening yet
+                tried[0] = f"{type(exc).__name__}: {exc}"
+                return None
+
+        try:
+            await await_until(
+                connected,
+                what=f"QMP of {self.name}",
+                timeout=timeout,
+                last=lambda: tried[0],
+                gone=lambda: None if self.alive else "QEMU exited during start-up",
+                interval=0.02,
+            )
+        except WaitAborted as exc:
+            raise VmGone(str(exc)) from None
         self._listener = EventListener()
         self.qmp.register_listener(self._listener)
         self._tasks.append(asyncio.create_task(self._record_events(), name=f"{self.name} events"))

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from testbed.codec import Json
 from testbed.node.machine import Machine
 from testbed.protocol import MigrationOutcome, MigrationSample, MigrationSettings
+from testbed.wait import WaitTimeout, await_until
 
 LOG = logging.getLogger(__name__)
 
@@ -201,11 +202,24 @@ async def migrate(
 
 async def _cancel(machine: Machine) -> str:
     await machine.execute("migrate_cancel")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    seen = ["?"]
+
+    async def ended() -> str | None:
         info = await machine.execute("query-migrate")
-        status = str(info.get("status", "")) if isinstance(info, dict) else ""
-        if status in ("cancelled", "failed", "completed"):
-            return "failed" if status != "completed" else status
+        seen[0] = str(info.get("status", "")) if isinstance(info, dict) else ""
+        if seen[0] in ("cancelled", "failed", "completed"):
+            return "failed" if seen[0] != "completed" else seen[0]
         await machine.events.wait(machine.events.seq, {"MIGRATION"}, 0.2)
-    return "failed"
+        return None
+
+    try:
+        return await await_until(
+            ended,
+            what="the cancelled migration's end",
+            timeout=30,
+            last=lambda: seen[0],
+            interval=0.0,
+        )
+    except WaitTimeout:
+        LOG.warning("%s: the migration did not end 30 s after migrate_cancel", machine.name)
+        return "failed"

@@ -39,6 +39,7 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 from testbed import codec
 from testbed.node.migration import capability_settings
 from testbed.node.stream import MigrationStreamParser, StreamError
+from testbed.wait import WaitTimeout, wait_until
 
 LOG = logging.getLogger(__name__)
 
@@ -119,17 +120,29 @@ class RemoteDestination:
     def __init__(self, address: str, size: int, connect_timeout: float = 10.0) -> None:
         host, _, port = address.rpartition(":")
         self.address = address
-        deadline = time.monotonic() + connect_timeout
-        while True:
+        tried = ["nothing yet"]
+
+        def connected() -> socket.socket | None:
             try:
-                self.sock = socket.create_connection((host, int(port)), timeout=30)
-                break
-            except (OSError, ValueError) as exc:
-                if isinstance(exc, ValueError) or time.monotonic() > deadline:
-                    raise ReplicationError(
-                        f"cannot reach the receiver at {address}: {exc}"
-                    ) from None
-                time.sleep(0.2)
+                return socket.create_connection((host, int(port)), timeout=30)
+            except ValueError as exc:
+                raise ReplicationError(f"bad receiver address {address}: {exc}") from None
+            except OSError as exc:
+                tried[0] = str(exc)
+                return None
+
+        try:
+            self.sock = wait_until(
+                connected,
+                what=f"receiver at {address}",
+                timeout=connect_timeout,
+                last=lambda: tried[0],
+                interval=0.2,
+            )
+        except WaitTimeout as exc:
+            raise ReplicationError(
+                f"cannot reach the receiver at {address} within {connect_timeout:.0f} s: {exc.last}"
+            ) from None
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.out = self.sock.makefile("wb", buffering=1 << 20)
         self.inp = self.sock.makefile("rb")

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from testbed.protocol import CommandOutput
+from testbed.wait import await_until
 
 LOG = logging.getLogger(__name__)
 
@@ -60,15 +61,24 @@ class SerialPort:
         self._run_lock = asyncio.Lock()
 
     async def connect(self, timeout: float, alive: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        tried = ["nothing yet"]
+
+        async def connected() -> bool | None:
             try:
                 self._reader, self._writer = await asyncio.open_unix_connection(self.path)
-                break
-            except (FileNotFoundError, ConnectionRefusedError):
-                if time.monotonic() > deadline or not alive():
-                    raise
-                await asyncio.sleep(0.01)
+                return True
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                tried[0] = f"{type(exc).__name__}: {exc}"
+                return None
+
+        await await_until(
+            connected,
+            what=f"a connection to {self.path}",
+            timeout=timeout,
+            last=lambda: tried[0],
+            gone=lambda: None if alive() else "QEMU exited",
+            interval=0.01,
+        )
         self._task = asyncio.create_task(self._read_loop(), name=f"serial {self.path}")
         if self.mux_path:
             with contextlib.suppress(FileNotFoundError):

@@ -11,6 +11,7 @@ from testbed.matrix.records import (
     Cell,
     FrontierPoint,
     JsonObject,
+    MigrationTrace,
     RunRecord,
 )
 
@@ -97,21 +98,35 @@ def summarize(records: Sequence[RunRecord]) -> list[CellSummary]:
     return summaries
 
 
+def dirty_rate_bps(trace: MigrationTrace) -> float | None:
+    """The dirty rate the migration had to follow: the highest QEMU measured in a round
+    (what the guest really dirtied), else the load's nominal rate."""
+    measured = max((it.dirty_rate_pages_s for it in trace.iterations), default=0.0)
+    if measured > 0:
+        return measured * trace.page_size * 8
+    return trace.load_dirty_rate_bps
+
+
 def frontier_points(records: Sequence[RunRecord]) -> list[FrontierPoint]:
-    """Every migration whose load has a nominal dirty rate, as a point of the frontier."""
-    return [
-        FrontierPoint(
-            link=record.cell.link,
-            link_bps=trace.link_bps,
-            dirty_rate_bps=trace.load_dirty_rate_bps,
-            converged=trace.converged,
-            arch=record.cell.arch,
-            qemu_version=record.qemu_version,
-        )
-        for record in records
-        for trace in record.migrations
-        if trace.load_dirty_rate_bps is not None
-    ]
+    """Every migration with a known dirty rate (measured by QEMU, or the load's nominal
+    one), as a point of the frontier."""
+    points = []
+    for record in records:
+        for trace in record.migrations:
+            rate = dirty_rate_bps(trace)
+            if rate is None or trace.load_dirty_rate_bps is None:
+                continue  # only loads with a rate of their own sweep the frontier
+            points.append(
+                FrontierPoint(
+                    link=record.cell.link,
+                    link_bps=trace.link_bps,
+                    dirty_rate_bps=rate,
+                    converged=trace.converged,
+                    arch=record.cell.arch,
+                    qemu_version=record.qemu_version,
+                )
+            )
+    return points
 
 
 def qemu_text(summary: CellSummary) -> str:

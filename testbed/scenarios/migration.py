@@ -95,6 +95,7 @@ from testbed.scenarios.common import (
 from testbed.scenarios.injections import Injections
 from testbed.scenarios.memory import compare_ram
 from testbed.topology import Node
+from testbed.wait import WaitTimeout, wait_until
 
 LOG = logging.getLogger(__name__)
 
@@ -550,7 +551,8 @@ class MigrationScenario:
         try:
             if self.lab.call(src.name, VmStatus()).status == "exited":
                 return f"source QEMU on {src.name} died during {what}: {outcome.error}"
-            if self.lab.call(dst.name, VmStatus()).status == "exited":
+            cancelled = "cancelled" in outcome.error  # by us (stall, timeout): dst QEMU quits
+            if not cancelled and self.lab.call(dst.name, VmStatus()).status == "exited":
                 return f"destination QEMU on {dst.name} died during {what}"
         except FAULTS as exc:
             LOG.info("cannot tell why the migration failed: %s", exc)
@@ -820,14 +822,16 @@ class MigrationScenario:
                     )
                 )
             self.lab.call(node, ConsoleSend("sync; poweroff -f\n"))
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and self.lab.call(node, VmStatus()).status not in (
-                "exited",
-                "shutting down",
-                "shutdown",
-                "no vm",
-            ):
-                time.sleep(0.2)
+            off = ("exited", "shutting down", "shutdown", "no vm")
+            try:
+                wait_until(
+                    lambda: True if self.lab.call(node, VmStatus()).status in off else None,
+                    what=f"power-off of the guest on {node}",
+                    timeout=30,
+                    interval=0.2,
+                )
+            except WaitTimeout as exc:  # QMP quit and the signals below end it anyway
+                self.step(f"{exc}; stopping its QEMU")
             self.artifacts[f"console-final-{node}.log"] = self.lab.call(node, ConsoleRead()).text
             self.lab.call(node, VmStop())
         except FAULTS as exc:

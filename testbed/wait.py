@@ -1,0 +1,82 @@
+"""Waiting, in one place: poll a condition until it holds, and never fall through.
+
+A wait that runs out raises :class:`WaitTimeout`, which names what it waited for and the
+last thing it saw; a wait whose subject is gone (``gone()`` returns why) stops at once
+with :class:`WaitAborted`.  Standard library only: the node agent uses it too."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class WaitTimeout(TimeoutError):
+    def __init__(self, what: str, timeout: float, last: str) -> None:
+        super().__init__(f"no {what} within {timeout:.0f} s (last seen: {last})")
+        self.what = what
+        self.last = last
+
+
+class WaitAborted(RuntimeError):
+    def __init__(self, what: str, why: str) -> None:
+        super().__init__(f"gave up waiting for {what}: {why}")
+        self.what = what
+        self.why = why
+
+
+def _nothing() -> str:
+    return "nothing"
+
+
+def _present() -> str | None:
+    return None
+
+
+def wait_until(
+    check: Callable[[], T | None],
+    *,
+    what: str,
+    timeout: float,
+    last: Callable[[], str] = _nothing,
+    gone: Callable[[], str | None] = _present,
+    interval: float = 0.05,
+) -> T:
+    """``check()`` until it returns something other than None; that is returned."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found is not None:
+            return found
+        why = gone()
+        if why is not None:
+            raise WaitAborted(what, why)
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(what, timeout, last())
+        time.sleep(interval)
+
+
+async def await_until(
+    check: Callable[[], Awaitable[T | None]],
+    *,
+    what: str,
+    timeout: float,
+    last: Callable[[], str] = _nothing,
+    gone: Callable[[], str | None] = _present,
+    interval: float = 0.05,
+) -> T:
+    """The same, for a coroutine ``check``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await check()
+        if found is not None:
+            return found
+        why = gone()
+        if why is not None:
+            raise WaitAborted(what, why)
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(what, timeout, last())
+        await asyncio.sleep(interval)
