@@ -550,15 +550,31 @@ class WaitLoadPasses(Request[ConsoleText]):
 # -- guest memory ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RamDigest:
-    """Per-page CRC-32 (little-endian u32 each, base64) and per-MiB SHA-256 prefixes
-    (8 bytes each, base64) of guest RAM, dumped with ``pmemsave``; the dump stays in the
-    agent's memory for :class:`RamPeek` until :class:`RamDrop`."""
+    """Guest RAM dumped (``dump-guest-memory``) and digested per MiB: SHA-256 prefixes, 8
+    bytes per MiB block, base64.  The dump stays in the agent for :class:`RamPageDigest`
+    and :class:`RamPeek` until :class:`RamDrop`."""
 
     pages: int
-    page_crc32: str
     block_sha256: str
     status: str
     seconds: float
+
+
+@dataclass(frozen=True)
+class PageDigests:
+    """Per block asked for, the CRC-32 of each of its pages (little-endian u32s, base64)."""
+
+    crc32: dict[str, str]
+
+
+@dataclass(frozen=True)
+class RamPageDigest(Request[PageDigests]):
+    """Page CRC-32s of the kept dump, for the MiB blocks whose digests differed."""
+
+    OP: ClassVar[str] = "ram.page-digest"
+    RESULT: ClassVar[type] = PageDigests
+    blocks: list[int]
+    name: str = "guest"
 
 
 @dataclass(frozen=True)
@@ -774,6 +790,7 @@ ALL_REQUESTS: tuple[type[Request[object]], ...] = (
     ConsoleWaitFor,
     WaitLoadPasses,
     RamDump,
+    RamPageDigest,
     RamPeek,
     RamFind,
     RamDrop,

@@ -14,6 +14,7 @@ QMP connection, so several sessions (a scenario, ``testbed guest list``, a perso
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -64,6 +65,7 @@ from testbed.protocol import (
     MigrationSample,
     NetApplied,
     NetApply,
+    PageDigests,
     PageHeads,
     PageList,
     Poked,
@@ -76,6 +78,7 @@ from testbed.protocol import (
     RamDrop,
     RamDump,
     RamFind,
+    RamPageDigest,
     RamPeek,
     RamPoke,
     ReadFile,
@@ -247,7 +250,7 @@ class Agent:
         stopped_vms = []
         for name in sorted(session.vms):
             machine = self.machines.pop(name, None)
-            self.dumps.pop(name, None)
+            self.drop_dump(name)
             if machine is not None:
                 if machine.alive:
                     stopped_vms.append(name)
@@ -260,6 +263,11 @@ class Agent:
                 stopped_helpers,
             )
         return SessionEnd(stopped_vms, stopped_helpers)
+
+    def drop_dump(self, name: str) -> None:
+        kept = self.dumps.pop(name, None)
+        if kept is not None:
+            kept.close()
 
     # -- lookups ---------------------------------------------------------------------------
     def machine(self, name: str, alive: bool = True) -> Machine:
@@ -498,7 +506,7 @@ async def _vm_list(agent: Agent, session: Session, request: ListVms, emit: Emit)
 @handles(VmStop)
 async def _vm_stop(agent: Agent, session: Session, request: VmStop, emit: Emit) -> VmStopped:
     machine = agent.machines.pop(request.name, None)
-    agent.dumps.pop(request.name, None)
+    agent.drop_dump(request.name)
     session.vms.discard(request.name)
     if machine is None:
         return VmStopped(request.name, "no such VM", None, "")
@@ -696,7 +704,7 @@ async def _wait_passes(
 # -- guest memory ----------------------------------------------------------------------------
 @handles(RamDump)
 async def _ram_dump(agent: Agent, session: Session, request: RamDump, emit: Emit) -> RamDigest:
-    agent.dumps.pop(request.name, None)
+    agent.drop_dump(request.name)
     digest, kept = await ramdump.dump(agent.machine(request.name))
     agent.dumps[request.name] = kept
     return digest
@@ -707,6 +715,20 @@ def _kept(agent: Agent, name: str) -> ramdump.KeptDump:
     if kept is None:
         raise UserError(f"no RAM dump of {name!r} is kept", "dump it first (ram.dump)")
     return kept
+
+
+@handles(RamPageDigest)
+async def _ram_page_digest(
+    agent: Agent, session: Session, request: RamPageDigest, emit: Emit
+) -> PageDigests:
+    kept = _kept(agent, request.name)
+
+    def work() -> dict[str, str]:
+        return {
+            str(b): base64.b64encode(ramdump.page_crcs(kept, b)).decode() for b in request.blocks
+        }
+
+    return PageDigests(await asyncio.to_thread(work))
 
 
 @handles(RamPeek)
@@ -723,7 +745,7 @@ async def _ram_find(agent: Agent, session: Session, request: RamFind, emit: Emit
 
 @handles(RamDrop)
 async def _ram_drop(agent: Agent, session: Session, request: RamDrop, emit: Emit) -> Done:
-    agent.dumps.pop(request.name, None)
+    agent.drop_dump(request.name)
     return Done()
 
 

@@ -6,14 +6,26 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
+import tempfile
 import zlib
+from pathlib import Path
 
 import pytest
 
 from testbed.errors import UserError
-from testbed.node.ramdump import BLOCK, PAGE, KeptDump, digest
-from testbed.protocol import RamDigest
-from testbed.scenarios.memory import differing
+from testbed.node.ramdump import (
+    BLOCK,
+    PAGE,
+    RAM_BASE,
+    KeptDump,
+    Segment,
+    block_digests,
+    digest,
+    page_crcs,
+)
+from testbed.protocol import PageDigests, RamDigest
+from testbed.scenarios.memory import differing_blocks, differing_pages
 
 PAGES_PER_BLOCK = BLOCK // PAGE
 
@@ -69,7 +81,33 @@ def dump_with(aligned: list[int], unaligned: list[int], pages: int = 16) -> Kept
         data[page * PAGE : page * PAGE + len(HEAD)] = HEAD
     for offset in unaligned:
         data[offset : offset + len(HEAD)] = HEAD
-    return KeptDump(data)
+    return kept_of(data)
+
+
+def kept_of(data: bytearray) -> KeptDump:
+    """A dump file as QEMU writes one: a header, then guest RAM as one segment, here split
+    in two segments out of order, to exercise the mapping."""
+    fd, name = tempfile.mkstemp(prefix="testbed-dump-")
+    half = len(data) // 2
+    header = b"\0" * 64
+    os.write(fd, header + bytes(data[half:]) + bytes(data[:half]))
+    os.close(fd)
+    segments = [
+        Segment(64 + len(data) - half, RAM_BASE, half),
+        Segment(64, RAM_BASE + half, len(data) - half),
+    ]
+    return KeptDump(Path(name), len(data), segments)
+
+
+def test_kept_dump_reads_across_segments_and_its_file_goes_with_it() -> None:
+    data = ram(1)
+    kept = kept_of(data)
+    middle = len(data) // 2
+    assert kept.read(middle - 10, 20) == bytes(data[middle - 10 : middle + 10])
+    assert b"".join(kept.blocks()) == bytes(data)
+    assert page_crcs(kept, 0) == page_crcs(data, 0)
+    kept.close()
+    assert not kept.path.exists()
 
 
 def test_find_heads_finds_only_page_aligned_matches() -> None:
@@ -102,58 +140,49 @@ def test_head_reads_the_start_of_a_page() -> None:
     assert kept.head(7, 8) == b"\0" * 8
 
 
-# -- differing() -------------------------------------------------------------------------------
-def ram_digest(crcs: list[int], blocks: list[bytes]) -> RamDigest:
-    """A RamDigest written by hand: CRC values per page, 8-byte prefixes per MiB."""
-    assert all(len(b) == 8 for b in blocks)
-    return RamDigest(
-        pages=len(crcs),
-        page_crc32=base64.b64encode(b"".join(c.to_bytes(4, "little") for c in crcs)).decode(),
-        block_sha256=base64.b64encode(b"".join(blocks)).decode(),
-        status="paused",
-        seconds=0.1,
-    )
+# -- the two-level comparison: MiB blocks, then pages ---------------------------------------------
+def ram_digest(data: bytearray) -> RamDigest:
+    blocks = block_digests(data)
+    return RamDigest(len(data) // PAGE, base64.b64encode(blocks).decode(), "paused", 0.0)
 
 
-BLOCKS = [bytes([b]) * 8 for b in range(3)]
+def page_digests(data: bytearray, blocks: list[int]) -> PageDigests:
+    return PageDigests({str(b): base64.b64encode(page_crcs(data, b)).decode() for b in blocks})
 
 
-def crcs_for(pages: int) -> list[int]:
-    return [0x1000 + i for i in range(pages)]
+def compare(a: bytearray, b: bytearray) -> tuple[list[int], list[int]]:
+    """What the host does with the agents' answers (testbed.scenarios.memory)."""
+    blocks = differing_blocks(ram_digest(a), ram_digest(b))
+    return differing_pages(blocks, page_digests(a, blocks), page_digests(b, blocks))
 
 
-def test_identical_digests_differ_nowhere() -> None:
-    a = ram_digest(crcs_for(3 * PAGES_PER_BLOCK), BLOCKS)
-    assert differing(a, a) == ([], [])
+def test_identical_ram_differs_nowhere() -> None:
+    data = ram(3)
+    assert differing_blocks(ram_digest(data), ram_digest(bytearray(data))) == []
+    assert compare(data, bytearray(data)) == ([], [])
 
 
-def test_differing_pages_are_listed() -> None:
-    crcs = crcs_for(3 * PAGES_PER_BLOCK)
-    other = list(crcs)
+def test_differing_pages_are_listed_with_only_their_blocks_asked_for() -> None:
+    a = ram(3)
+    b = bytearray(a)
     for page in (0, 300, 767):
-        other[page] ^= 1
-    blocks_b = [b"\xdd" * 8, b"\xff" * 8, b"\xee" * 8]  # those MiBs differ too
-    pages, blocks = differing(ram_digest(crcs, BLOCKS), ram_digest(other, blocks_b))
-    assert pages == [0, 300, 767]
-    assert blocks == []  # every differing MiB has a differing page
+        b[page * PAGE + 17] ^= 0x5A
+    assert differing_blocks(ram_digest(a), ram_digest(b)) == [0, 1, 2]
+    assert compare(a, b) == ([0, 300, 767], [])
+    c = bytearray(a)
+    c[600 * PAGE] ^= 1
+    assert differing_blocks(ram_digest(a), ram_digest(c)) == [2]
 
 
 def test_a_block_that_differs_without_a_differing_page_is_reported() -> None:
-    crcs = crcs_for(3 * PAGES_PER_BLOCK)
-    other = list(crcs)
-    other[10] ^= 1  # MiB 0: localized by a page
-    # MiB 0 differs with page 10 in it, MiB 1 is equal, MiB 2 differs with no page CRC
-    blocks_b = [b"\x01" * 8, BLOCKS[1], b"\x99" * 8]
-    pages, blocks = differing(ram_digest(crcs, BLOCKS), ram_digest(other, blocks_b))
-    assert pages == [10]
-    assert blocks == [2]
+    crcs = base64.b64encode(b"\x01\x00\x00\x00" * PAGES_PER_BLOCK).decode()
+    same = PageDigests({"2": crcs})
+    assert differing_pages([2], same, same) == ([], [2])
 
 
 def test_different_sizes_are_refused_in_one_line() -> None:
-    a = ram_digest(crcs_for(PAGES_PER_BLOCK), BLOCKS[:1])
-    b = ram_digest(crcs_for(2 * PAGES_PER_BLOCK), BLOCKS[:2])
     with pytest.raises(UserError) as caught:
-        differing(a, b)
+        differing_blocks(ram_digest(ram(1)), ram_digest(ram(2)))
     assert str(caught.value) == (
         "the two guests' RAM differ in size (256 and 512 pages): compare VMs started with "
         "the same --mem"
@@ -161,23 +190,7 @@ def test_different_sizes_are_refused_in_one_line() -> None:
     assert "\n" not in str(caught.value)
 
 
-def test_differing_on_real_digests() -> None:
+def test_page_crcs_are_the_digest_of_that_block() -> None:
     data = ram(2)
-    crcs, blocks = digest(data)
-    a = RamDigest(
-        len(crcs) // 4,
-        base64.b64encode(crcs).decode(),
-        base64.b64encode(blocks).decode(),
-        "paused",
-        0.0,
-    )
-    data[400 * PAGE + 9] ^= 0x55
-    crcs2, blocks2 = digest(data)
-    b = RamDigest(
-        len(crcs2) // 4,
-        base64.b64encode(crcs2).decode(),
-        base64.b64encode(blocks2).decode(),
-        "paused",
-        0.0,
-    )
-    assert differing(a, b) == ([400], [])
+    crcs, _ = digest(data)
+    assert page_crcs(data, 1) == crcs[PAGES_PER_BLOCK * 4 :]
