@@ -50,19 +50,27 @@ class Code:
 
     def cli(self, *args: str, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [self.python, "-m", "testbed", *args], capture_output=True, text=True,
-            cwd=self.tree, env={**os.environ, **self.env}, timeout=timeout,
+            [self.python, "-m", "testbed", *args],
+            capture_output=True,
+            text=True,
+            cwd=self.tree,
+            env={**os.environ, **self.env},
+            timeout=timeout,
         )
 
 
 def baseline(ref: str, work: Path) -> Code:
     tree = work / "baseline"
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), ref],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), ref],
+        check=True,
+        capture_output=True,
+    )
     subprocess.run([sys.executable, "-m", "venv", str(work / "venv")], check=True)
     python = str(work / "venv" / "bin" / "python")
-    subprocess.run([python, "-m", "pip", "install", "-q", "-e", str(tree)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [python, "-m", "pip", "install", "-q", "-e", str(tree)], check=True, capture_output=True
+    )
     code = Code(f"before ({ref[:10]})", python, tree, {"TESTBED_IMAGE_PREFIX": "gauss-baseline"})
     print(f"building the baseline images from {ref} ...", flush=True)
     built = code.cli("images", "build")
@@ -91,14 +99,28 @@ def run_json(code: Code, *args: str) -> tuple[float, dict[str, Any]]:
 
 
 def measure(code: Code, runs: int, round_trips: int, skip: set[str]) -> dict[str, Any]:
-    out: dict[str, list[float]] = {"per_migration_s": [], "qemu_migration_ms": [],
-                                   "run_all_s": [], "outage_minus_switch_ms": [],
-                                   "outage_ms": [], "switch_to_reply_ms": []}
+    out: dict[str, list[float]] = {
+        "per_migration_s": [],
+        "qemu_migration_ms": [],
+        "run_all_s": [],
+        "outage_minus_switch_ms": [],
+        "outage_ms": [],
+        "switch_to_reply_ms": [],
+    }
     verdicts: list[str] = []
     for run in range(runs):
         if "round-trips" not in skip:
-            wall, result = run_json(code, "run", "migration", "--arch", "armv7", "--smp", "2",
-                                    "--round-trips", str(round_trips))
+            wall, result = run_json(
+                code,
+                "run",
+                "migration",
+                "--arch",
+                "armv7",
+                "--smp",
+                "2",
+                "--round-trips",
+                str(round_trips),
+            )
             verdicts.append(str(result["verdict"]))
             migrations = hops(result)
             out["per_migration_s"].append(wall / max(1, len(migrations)))
@@ -111,14 +133,18 @@ def measure(code: Code, runs: int, round_trips: int, skip: set[str]) -> dict[str
                     out["outage_ms"].append(float(outage))
                     out["switch_to_reply_ms"].append(float(reply))
                     out["outage_minus_switch_ms"].append(float(outage) - float(reply))
-            print(f"  {code.name}: round trips run {run + 1}: {wall:.0f} s for "
-                  f"{len(migrations)} migrations, {result['verdict']}", flush=True)
+            print(
+                f"  {code.name}: round trips run {run + 1}: {wall:.0f} s for "
+                f"{len(migrations)} migrations, {result['verdict']}",
+                flush=True,
+            )
         if "run-all" not in skip:
             wall, result = run_json(code, "run", "all")
             verdicts.append(str(result["verdict"]))
             out["run_all_s"].append(wall)
-            print(f"  {code.name}: run all {run + 1}: {wall:.0f} s, {result['verdict']}",
-                  flush=True)
+            print(
+                f"  {code.name}: run all {run + 1}: {wall:.0f} s, {result['verdict']}", flush=True
+            )
     return {**{k: median(v) for k, v in out.items()}, "samples": out, "verdicts": verdicts}
 
 
@@ -142,12 +168,28 @@ def main() -> int:
                 results[code.name] = measure(code, args.runs, args.round_trips, skip)
         finally:
             if args.baseline:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
-                                str(Path(tmp) / "baseline")], capture_output=True)
+                subprocess.run(
+                    [
+                        "git",
+                        "-C",
+                        str(ROOT),
+                        "worktree",
+                        "remove",
+                        "--force",
+                        str(Path(tmp) / "baseline"),
+                    ],
+                    capture_output=True,
+                )
     names = list(results)
     print(f"\n{'median of ' + str(args.runs) + ' runs':<28}" + "".join(f"{n:>26}" for n in names))
-    for key in ("per_migration_s", "qemu_migration_ms", "run_all_s", "outage_ms",
-                "switch_to_reply_ms", "outage_minus_switch_ms"):
+    for key in (
+        "per_migration_s",
+        "qemu_migration_ms",
+        "run_all_s",
+        "outage_ms",
+        "switch_to_reply_ms",
+        "outage_minus_switch_ms",
+    ):
         row = [results[n][key] for n in names]
         print(f"{key:<28}" + "".join(f"{'-' if v is None else v:>26}" for v in row))
     if args.json:
