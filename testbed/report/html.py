@@ -9,13 +9,24 @@ from html import escape
 
 from testbed.known_defects import KnownDefect
 from testbed.matrix.records import RunRecord
-from testbed.report.model import CellSummary, CheckRow, hold_text, qemu_text
+from testbed.report.model import (
+    CellSummary,
+    CheckRow,
+    FrontierLimit,
+    hold_text,
+    mbps_text,
+    qemu_text,
+)
 
 DETECTION_COLUMNS = (
     "scenario", "QEMU suite (version)", "arch", "smp", "load", "accel", "hold", "link",
     "runs", "failing", "known defect", "pages lost (sum / max)", "first failure",
 )  # fmt: skip
 CHECK_COLUMNS = ("check", "subject", "outcome", "evidence")
+FRONTIER_COLUMNS = (
+    "link", "link rate", "arch", "QEMU", "migrations", "highest dirty rate that converged",
+    "lowest that did not",
+)  # fmt: skip
 
 _CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em auto; max-width: 78em;
@@ -55,6 +66,7 @@ class Page:
     run: RunRecord | None = None  # the single run this page is about, if it is about one
     checks: Sequence[CheckRow] = ()
     unknown_defect_ids: Sequence[str] = field(default_factory=tuple)
+    frontier: Sequence[FrontierLimit] = ()
 
 
 def render(page: Page) -> str:
@@ -75,6 +87,8 @@ def render(page: Page) -> str:
         parts.append(_checks_section(page.checks))
     parts.append(_detection_section(page.summaries))
     parts.append(_defects_section(page.defects, page.unknown_defect_ids))
+    if page.frontier:
+        parts.append(_frontier_section(page.frontier))
     if page.charts:
         parts.append('<h2 id="plots">Plots</h2>')
         parts.extend(_chart(c) for c in page.charts)
@@ -101,6 +115,25 @@ def _detection_section(summaries: Sequence[CellSummary]) -> str:
         '<table class="detection"><thead>'
         + _head(DETECTION_COLUMNS)
         + f"</thead><tbody>\n{body}\n</tbody></table>"
+    )
+
+
+def _frontier_section(limits: Sequence[FrontierLimit]) -> str:
+    rows = []
+    for f in limits:
+        cells = [
+            (f.link, ""), (mbps_text(f.link_bps), "n"), (f.arch, ""), (f.qemu_version, ""),
+            (str(f.migrations), "n"), (mbps_text(f.highest_converged_bps), "n"),
+            (mbps_text(f.lowest_not_converged_bps), "n"),
+        ]  # fmt: skip
+        rows.append(_row(cells, ""))
+    return (
+        '<h2 id="frontier">Convergence frontier</h2>\n'
+        '<table class="frontier"><thead>'
+        + _head(FRONTIER_COLUMNS)
+        + "</thead><tbody>\n"
+        + "\n".join(rows)
+        + "\n</tbody></table>"
     )
 
 

@@ -6,8 +6,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from testbed.known_defects import KnownDefect
-from testbed.report.html import CHECK_COLUMNS, DETECTION_COLUMNS
-from testbed.report.model import CellSummary, CheckRow, hold_text, qemu_text
+from testbed.report.html import CHECK_COLUMNS, DETECTION_COLUMNS, FRONTIER_COLUMNS
+from testbed.report.model import (
+    CellSummary,
+    CheckRow,
+    FrontierLimit,
+    hold_text,
+    mbps_text,
+    qemu_text,
+)
 
 _OUTCOME = {"pass": "pass", "fail": "**FAIL**", "known-defect": "known defect"}
 
@@ -28,6 +35,18 @@ def detection_table(summaries: Sequence[CellSummary]) -> str:
     return _table(DETECTION_COLUMNS, rows, numeric={3, 8, 9, 11})
 
 
+def frontier_table(limits: Sequence[FrontierLimit]) -> str:
+    rows = [
+        [
+            cell(f.link), mbps_text(f.link_bps), cell(f.arch), cell(f.qemu_version),
+            str(f.migrations), mbps_text(f.highest_converged_bps),
+            mbps_text(f.lowest_not_converged_bps),
+        ]
+        for f in limits
+    ]  # fmt: skip
+    return _table(FRONTIER_COLUMNS, rows, numeric={1, 4, 5, 6})
+
+
 def checks_table(checks: Sequence[CheckRow]) -> str:
     rows = [
         [cell(k.name), cell(k.subject), _OUTCOME.get(k.outcome, cell(k.outcome)), cell(k.summary)]
@@ -41,6 +60,7 @@ def summary(
     summaries: Sequence[CellSummary],
     defects: Sequence[KnownDefect],
     checks: Sequence[CheckRow] = (),
+    frontier: Sequence[FrontierLimit] = (),
 ) -> str:
     runs = sum(s.runs for s in summaries)
     failing = sum(s.failing for s in summaries)
@@ -55,6 +75,8 @@ def summary(
     if checks:
         parts += ["### Checks", "", checks_table(checks), ""]
     parts += ["### Detection", "", detection_table(summaries), ""]
+    if frontier:
+        parts += ["### Convergence frontier", "", frontier_table(frontier), ""]
     if defects:
         parts += ["### Known defects", ""]
         for d in defects:

@@ -154,3 +154,48 @@ def cell_label(cell: Cell) -> str:
     if cell.bandwidth:
         parts.append(cell.bandwidth)
     return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class FrontierLimit:
+    """One link, one (arch, QEMU version): the highest dirty rate that converged and the
+    lowest that did not (None where no migration did, or none failed to)."""
+
+    link: str
+    link_bps: int | None
+    arch: str
+    qemu_version: str
+    highest_converged_bps: float | None
+    lowest_not_converged_bps: float | None
+    migrations: int
+
+
+def frontier_limits(points: Sequence[FrontierPoint]) -> list[FrontierLimit]:
+    """The frontier as a table: per (link, arch, QEMU version), links in the order
+    100mbit, 1gbit, unshaped."""
+    order = {"100mbit": 0, "1gbit": 1, "unshaped": 2}
+    groups: dict[tuple[str, str, str], list[FrontierPoint]] = {}
+    for p in points:
+        groups.setdefault((p.link, p.arch, p.qemu_version), []).append(p)
+    limits = []
+    for (link, arch, version), mine in sorted(
+        groups.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0])
+    ):
+        ok = [p.dirty_rate_bps for p in mine if p.converged]
+        not_ok = [p.dirty_rate_bps for p in mine if not p.converged]
+        limits.append(
+            FrontierLimit(
+                link=link,
+                link_bps=next((p.link_bps for p in mine if p.link_bps), None),
+                arch=arch,
+                qemu_version=version,
+                highest_converged_bps=max(ok) if ok else None,
+                lowest_not_converged_bps=min(not_ok) if not_ok else None,
+                migrations=len(mine),
+            )
+        )
+    return limits
+
+
+def mbps_text(bps: float | None) -> str:
+    return "-" if bps is None else f"{bps / 1e6:.1f} Mbit/s"

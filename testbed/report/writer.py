@@ -14,7 +14,7 @@ from testbed import __version__
 from testbed.known_defects import KnownDefect, load_defects
 from testbed.matrix.records import FrontierPoint, JsonObject, MigrationTrace, RunRecord
 from testbed.report import html, markdown, plots
-from testbed.report.model import CellSummary, CheckRow, cell_label, summarize
+from testbed.report.model import CellSummary, CheckRow, cell_label, frontier_limits, summarize
 
 LOG = logging.getLogger(__name__)
 
@@ -54,11 +54,13 @@ def write_report(
         charts=charts(records, summaries, frontier),
         run=records[0] if len(records) == 1 else None,
         checks=checks or (),
+        frontier=frontier_limits(frontier),
     )
     index = out / "index.html"
     index.write_text(html.render(page), encoding="utf-8")
     (out / "summary.md").write_text(
-        markdown.summary(title, summaries, page.defects, checks or ()), encoding="utf-8"
+        markdown.summary(title, summaries, page.defects, checks or (), page.frontier),
+        encoding="utf-8",
     )
     results: JsonObject = {
         "format": RESULTS_FORMAT,

@@ -15,7 +15,7 @@ import pytest
 from testbed.known_defects import load_defects
 from testbed.matrix.records import FrontierPoint, MigrationTrace
 from testbed.report import markdown, plots
-from testbed.report.model import frontier_points, summarize
+from testbed.report.model import frontier_limits, frontier_points, summarize
 from testbed.report.writer import write_report
 from tests.unit import matrix_samples as samples
 
@@ -87,6 +87,24 @@ def test_frontier_points_come_from_the_migrations() -> None:
     assert len(points) == 6  # every migration record of the sample (shmem has none)
     assert {p.link for p in points} == {"100mbit"} and {p.link_bps for p in points} == {10**8}
     assert sum(p.converged for p in points) == 3
+
+
+def test_frontier_limits_per_link_and_series_in_link_order() -> None:
+    points = samples.frontier()
+    points.append(FrontierPoint("1gbit", 10**9, 1.0e6, True, "armv7", "7.2.22"))  # a slow one
+    limits = frontier_limits(list(reversed(points)))
+    assert [(f.link, f.arch) for f in limits] == [
+        ("100mbit", "armv7"), ("100mbit", "armv8"), ("1gbit", "armv7"), ("1gbit", "armv8"),
+        ("unshaped", "armv7"), ("unshaped", "armv8"),
+    ]  # fmt: skip
+    first = limits[0]
+    assert first.highest_converged_bps == pytest.approx(0.6e8)
+    assert first.lowest_not_converged_bps == pytest.approx(1.2e8)
+    assert (first.link_bps, first.migrations, limits[2].migrations) == (10**8, 3, 4)
+    assert limits[4].link_bps is None
+    only_failing = frontier_limits([FrontierPoint("1gbit", 10**9, 2e9, False, "armv8", "10.0.2")])
+    assert only_failing[0].highest_converged_bps is None
+    assert frontier_limits([]) == []
 
 
 def test_detection_chart_has_a_bar_per_outcome_and_cell() -> None:
@@ -176,6 +194,11 @@ def test_the_page_has_the_detection_table_defects_and_inline_svgs(matrix_report:
     ]
     assert "03bfc2188f06 physmem: Fix migration dirty bitmap coherency" in defects[2][3]
     assert defects[1][3] == "none known"
+    frontier = parsed.tables["frontier"]
+    assert frontier[0][-1] == "lowest that did not" and len(frontier) == 7
+    assert frontier[1] == [
+        "100mbit", "100.0 Mbit/s", "armv7", "7.2.22", "3", "60.0 Mbit/s", "120.0 Mbit/s",
+    ]  # fmt: skip
     assert parsed.svgs == 4  # detection, frontier, a migration of each migration cell
     assert parsed.svgs == page.count("<svg ")
     assert not parsed.forbidden
@@ -250,6 +273,9 @@ def test_markdown_summary(matrix_report: Path) -> None:
     assert "8 runs in 3 cells: 1 failing, 3 known defect, 4 passing." in text
     assert "### Detection" in text and "### Checks" not in text
     assert "- `tcg-dirty-sync-fastpath`: " in text and "fix `03bfc2188f06`" in text
+    assert "### Convergence frontier" in text
+    assert "| 100mbit | 100.0 Mbit/s | armv7 | 7.2.22 | 3 | 60.0 Mbit/s | 120.0 Mbit/s |" in text
+    assert "| unshaped | - | armv8 | 10.0.2 | 3 | 1500.0 Mbit/s | 3000.0 Mbit/s |" in text
 
 
 def test_the_defects_legend_names_ids_it_does_not_know(tmp_path: Path) -> None:
