@@ -11,7 +11,8 @@
 * ``guest-checksum``: the guest's own ``sum -r`` of the device memory agrees with the
   host's at the final checkpoint (an output that does not parse fails; under KVM a
   difference means the host's cached view was stale: incoherence, reported);
-* ``vm-resumed``: the daemon left the VM running."""
+* ``vm-resumed``: the VM runs after the replication, as the daemon left it and as the
+  host's own query-status sees it."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class ShmemObservations:
     guest_sum: str | None  # "CHECKSUM BLOCKS" parsed from it
     fault: str | None = None
     accel: str = "tcg"
+    vm_status: str | None = None  # query-status, asked by the host after the daemon ended
 
 
 def _cp_subject(cp: Checkpoint) -> str:
@@ -165,12 +167,27 @@ class GuestChecksum:
 
 class VmResumed:
     name = "vm-resumed"
-    description = "the daemon left the VM running"
+    description = "the VM runs after the replication: as the daemon saw it, and as the host sees it"
 
-    def judge(self, report: ReplicationReport) -> CheckResult:
-        if report.resumed:
-            return passed(self.name, "VM", "running after the daemon's last round")
-        return failed(self.name, "VM", "the VM was not running after the daemon's last round")
+    def judge(self, obs: ShmemObservations) -> CheckResult:
+        report = obs.report
+        evidence: dict[str, Json] = {
+            "daemon_saw_running": report.resumed if report else None,
+            "host_sees": obs.vm_status,
+        }
+        if report is not None and not report.resumed:
+            return failed(
+                self.name, "VM", "the VM was not running after the daemon's last round", **evidence
+            )
+        if obs.vm_status is not None and obs.vm_status != "running":
+            return failed(
+                self.name,
+                "VM",
+                f"the VM is {obs.vm_status} after the replication ended "
+                "(the daemon had left it running)",
+                **evidence,
+            )
+        return passed(self.name, "VM", "running after the daemon's last round", **evidence)
 
 
 CHECKS = (
@@ -194,6 +211,6 @@ def judge(obs: ShmemObservations) -> list[CheckResult]:
         FinalIdentity().judge(report),
         SumR().judge(report),
         GuestChecksum().judge(obs),
-        VmResumed().judge(report),
+        VmResumed().judge(obs),
     ]
     return results

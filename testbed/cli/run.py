@@ -68,11 +68,11 @@ def _shmem_params(args: argparse.Namespace, arch: str, workload: str) -> Any:
     if args.drop_every is not None and args.drop_every < 1:
         raise UserError(f"--drop-every {args.drop_every} is out of range", "use 1 or more")
     inject = set(args.inject_shmem or [])
-    unknown = inject - {"tamper-region", "shm-first"}
+    unknown = inject - {"tamper-region", "shm-first", "paused-vm"}
     if unknown:
         raise UserError(
             f"--inject {sorted(unknown)[0]}: unknown fault for shmem",
-            "use tamper-region or shm-first",
+            "use tamper-region, shm-first or paused-vm",
         )
     params = ShmemParams(
         arch=arch,
@@ -87,6 +87,7 @@ def _shmem_params(args: argparse.Namespace, arch: str, workload: str) -> Any:
         topology_file=args.topology,
         tamper_region="tamper-region" in inject,
         shm_first="shm-first" in inject,
+        pause_vm="paused-vm" in inject,
         keep=args.keep,
     )
     params.validate()
@@ -570,7 +571,8 @@ def register(sub: Any) -> None:
         metavar="FAULT",
         help="negative control: tamper-region (the host writes "
         "the region after the final checkpoint: guest-checksum must fail) or "
-        "shm-first (the shared block first in RAM order: QEMU 10.0.2 aborts)",
+        "shm-first (the shared block first in RAM order: QEMU 10.0.2 aborts) or "
+        "paused-vm (the VM paused after the daemon ended: vm-resumed must fail)",
     )
     _common(shmem)
     shmem.set_defaults(func=cmd_shmem)

@@ -39,6 +39,7 @@ from testbed.protocol import (
     ReadFile,
     Release,
     Run,
+    VmPause,
     VmSpec,
     VmStart,
     VmStatus,
@@ -87,6 +88,7 @@ class ShmemParams:
     restart_daemon_after: float | None = None  # kill -9 the daemon then, start a new one
     shm_first: bool = False  # the shared block first in RAM order (QEMU 10.0.2 aborts)
     tamper_region: bool = False  # negative control: the host writes the region at the end
+    pause_vm: bool = False  # negative control: the VM paused (QMP stop) after the daemon ended
     keep: bool = False
 
     def validate(self) -> None:
@@ -356,15 +358,26 @@ class ShmemScenario:
                 ),
             )
             self.step("negative control: the host wrote into the region after the final checkpoint")
+        if p.pause_vm:
+            self.lab.call(self.board, VmPause())
+            self.step("negative control: the VM paused (QMP stop) after the daemon ended")
+        vm_status = None
+        try:
+            vm_status = self.lab.call(self.board, VmStatus()).status
+        except FAULTS as exc:
+            LOG.info("no run state: %s", exc)
         output = None
         guest_sum = None
-        try:
-            out = self.lab.call(self.board, ConsoleRun("tstaeshm sum", timeout=60))
-            output = out.output
-            m = _SUM.search(out.output)
-            guest_sum = f"{int(m.group(1)):05d} {m.group(2)}" if m else None
-        except FAULTS as exc:
-            LOG.info("no guest checksum: %s", exc)
+        if vm_status not in (None, "running"):
+            output = f"not run: the VM is {vm_status}"
+        else:
+            try:
+                out = self.lab.call(self.board, ConsoleRun("tstaeshm sum", timeout=60))
+                output = out.output
+                m = _SUM.search(out.output)
+                guest_sum = f"{int(m.group(1)):05d} {m.group(2)}" if m else None
+            except FAULTS as exc:
+                LOG.info("no guest checksum: %s", exc)
         alive, words = self.qemu_state()
         if p.keep and alive:
             self.lab.call(self.board, Release(vm="guest"))
@@ -378,7 +391,9 @@ class ShmemScenario:
                 self.artifacts[name] = self.lab.call(self.board, ReadFile(path)).text
         except FAULTS:
             pass
-        return ShmemObservations(report, alive, words, output, guest_sum, None, self.accel or "tcg")
+        return ShmemObservations(
+            report, alive, words, output, guest_sum, None, self.accel or "tcg", vm_status
+        )
 
     # -- judging ---------------------------------------------------------------------------
     def judge(self, obs: ShmemObservations, cleanup: CleanupReport, wall: float) -> ShmemResult:

@@ -89,6 +89,19 @@ def test_tampered_region_fails_the_guest_checksum(lab: str) -> None:
     assert result["guest_sum"] and result["guest_sum"].split() != final["sum_r_src"].split()
 
 
+def test_a_vm_left_paused_fails_vm_resumed(lab: str) -> None:
+    code, result, _ = run_shmem("--inject", "paused-vm")
+    assert code == 1 and result["verdict"] == "fail"
+    assert "vm-resumed" in failing(result), result["failures"]
+    check = next(c for c in result["checks"] if c["check"] == "vm-resumed")
+    assert check["summary"] == (
+        "the VM is paused after the replication ended (the daemon had left it running)"
+    )
+    assert check["evidence"] == {"daemon_saw_running": True, "host_sees": "paused"}
+    # the guest cannot be asked for its checksum while paused: said, not waited for
+    assert failing(result) <= {"vm-resumed", "guest-checksum"}
+
+
 def test_remote_replication_to_the_other_board(lab: str) -> None:
     code, result, _ = run_shmem("--remote")
     assert code == 0 and result["verdict"] == "pass", result["failures"]

@@ -202,8 +202,18 @@ def test_guest_checksum_without_a_host_checksum_fails(rep: ReplicationReport | N
 
 # -- vm-resumed --------------------------------------------------------------------------------
 def test_vm_resumed() -> None:
-    assert_pass(VmResumed().judge(report()), "vm-resumed")
-    assert_fail(VmResumed().judge(report(resumed=False)), "vm-resumed", "not running")
+    assert_pass(VmResumed().judge(observations()), "vm-resumed")
+    assert_pass(VmResumed().judge(replace(observations(), vm_status="running")), "vm-resumed")
+    not_resumed = replace(observations(), report=report(resumed=False))
+    assert_fail(VmResumed().judge(not_resumed), "vm-resumed", "not running after the daemon")
+
+
+@pytest.mark.parametrize("status", ["paused", "postmigrate", "internal-error"])
+def test_vm_resumed_fails_when_the_host_sees_it_stopped(status: str) -> None:
+    obs = replace(observations(), vm_status=status)
+    result = VmResumed().judge(obs)
+    assert_fail(result, "vm-resumed", f"the VM is {status} after the replication ended")
+    assert result.evidence["host_sees"] == status
 
 
 # -- judge() -----------------------------------------------------------------------------------
