@@ -175,7 +175,7 @@ def register(sub: Any) -> None:
     cmp = sub.add_parser(
         "compare",
         help="compare the guest RAM of two paused VMs page by page",
-        description="Dumps the RAM of the paused guests on SRC and DST (QMP pmemsave) and "
+        description="Dumps the RAM of the paused guests on SRC and DST (QMP dump-guest-memory) and "
         "lists the differing pages with their guest-physical address; exit 1 if any.",
     )
     cmp.add_argument("src")

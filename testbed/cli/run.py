@@ -413,8 +413,9 @@ def _migration_options(p: Any) -> None:
         "--load",
         action="append",
         metavar="NAME[:ARGS][@CPU]",
-        help="a guest load, repeatable: seed[:PAGES:BURST:PERIOD_MS] (dirtyram), "
-        "hot[:PAGES], random[:PAGES], wide[:PAGES]; @CPU pins it to a vCPU "
+        help="a guest load, repeatable: seed[:PAGES[:BURST[:PERIOD_MS]]] (dirtyram), "
+        "hot[:PAGES], random[:PAGES[:PERIOD_US[:SEED]]], wide[:PAGES[:PERIOD_MS]]; "
+        "@CPU pins it to a vCPU "
         "(default: seed with --pages/--burst/--period)",
     )
     p.add_argument(
