@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
 
-out = Console()
-err = Console(stderr=True)
+# Written to a file or a pipe (CI logs, `| tee`), rich would assume 80 columns and cut the
+# tables' cells short with an ellipsis: there, lines may be as long as their content.
+PIPE_WIDTH = 200
+
+
+def _width(stream: TextIO) -> int | None:
+    if "COLUMNS" in os.environ or stream.isatty():
+        return None  # rich's own choice: the terminal's width, or $COLUMNS
+    return PIPE_WIDTH
+
+
+out = Console(width=_width(sys.stdout))
+err = Console(stderr=True, width=_width(sys.stderr))
 
 
 def print_json(obj: Any) -> None:

@@ -81,6 +81,8 @@ def test_ctrl_c_removes_the_board_container(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a test runner started as a background job passes an ignored SIGINT on
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while not labelled_containers(docker_client, **{labels.KIND: "boot"}):

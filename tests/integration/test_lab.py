@@ -238,6 +238,25 @@ def test_unknown_node_is_one_line(lab: dict) -> None:
     )
 
 
+def test_an_image_with_other_node_code_is_refused(
+    docker_client: docker.DockerClient, lab: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The board image holds a copy of the node code taken at `testbed images build`: a
+    host whose node code differs is refused by the real agent's hello, in one line."""
+    from testbed import protocol
+    from testbed.errors import UserError
+    from testbed.lab.lab import Lab
+
+    monkeypatch.setattr(protocol, "code_digest", lambda package_dir=None: "0123456789abcdef")
+    lab_obj = Lab(docker_client, LAB)
+    with pytest.raises(UserError) as refused:
+        lab_obj.routes("nfs")
+    message = str(refused.value)
+    assert "differs from this testbed's (0123456789abcdef" in message
+    assert message.endswith("run `testbed images build` (then `testbed up` recreates the nodes)")
+    assert "\n" not in message
+
+
 def test_status_and_down_leave_nothing(docker_client: docker.DockerClient, lab: dict) -> None:
     status = cli_json("status")
     assert status["_exit"] == 0 and status["healthy"]
@@ -275,22 +294,3 @@ def test_routes_of_a_lab_that_is_not_up() -> None:
     proc = run_cli("routes", "--lab", "tbnone")
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: lab 'tbnone' is not up: start it with `testbed up`"
-
-
-def test_an_image_with_other_node_code_is_refused(
-    docker_client: docker.DockerClient, lab: dict, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The board image holds a copy of the node code taken at `testbed images build`: a
-    host whose node code differs is refused by the real agent's hello, in one line."""
-    from testbed import protocol
-    from testbed.errors import UserError
-    from testbed.lab.lab import Lab
-
-    monkeypatch.setattr(protocol, "code_digest", lambda package_dir=None: "0123456789abcdef")
-    lab_obj = Lab(docker_client, LAB)
-    with pytest.raises(UserError) as refused:
-        lab_obj.routes("nfs")
-    message = str(refused.value)
-    assert "differs from this testbed's (0123456789abcdef" in message
-    assert message.endswith("run `testbed images build` (then `testbed up` recreates the nodes)")
-    assert "\n" not in message

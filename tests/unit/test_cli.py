@@ -79,3 +79,23 @@ def test_every_command_has_help() -> None:
     ):
         proc = run_cli(*args)
         assert proc.returncode == 0 and "usage: testbed" in proc.stdout, args
+
+
+class _Stream:
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_tables_written_to_a_pipe_are_not_cut_to_80_columns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from testbed.cli import output
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert output._width(_Stream(tty=False)) == output.PIPE_WIDTH  # type: ignore[arg-type]
+    assert output._width(_Stream(tty=True)) is None  # type: ignore[arg-type]
+    monkeypatch.setenv("COLUMNS", "100")
+    assert output._width(_Stream(tty=False)) is None  # type: ignore[arg-type]
