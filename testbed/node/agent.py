@@ -111,6 +111,7 @@ from testbed.protocol import (
 from testbed.wait import WaitAborted, await_until
 
 LOG = logging.getLogger(__name__)
+SESSION_END_WAIT_S = 60.0  # how long a session's abandoned requests (a launch) may take to end
 
 Emit = Callable[[Json], Awaitable[None]]
 Q = TypeVar("Q")
@@ -135,7 +136,10 @@ class Session:
         self.client = "?"
         self.writer = writer
         self.vms: set[str] = set()
+        self.launching: dict[str, Machine] = {}  # VMs whose QEMU is starting for this session
+        self.launch_tasks: set[asyncio.Task[None]] = set()  # the requests starting them
         self.helpers: set[str] = set()
+        self.tasks: set[asyncio.Task[None]] = set()  # its requests in flight
         self.write_lock = asyncio.Lock()
         self.ended = False
 
@@ -197,20 +201,19 @@ class Agent:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = Session(writer)
         self.sessions.add(session)
-        tasks: set[asyncio.Task[None]] = set()
         try:
             while line := await reader.readline():
                 task = asyncio.create_task(self._request(session, line))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                session.tasks.add(task)
+                task.add_done_callback(session.tasks.discard)
         except (ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
             LOG.info("session %d: connection lost: %s", session.id, exc)
         finally:
-            for task in list(tasks):
-                task.cancel()
             if not session.ended:
                 LOG.info("session %d (%s) ended without goodbye", session.id, session.client)
                 await self.end_session(session)
+            for task in list(session.tasks):
+                task.cancel()
             writer.close()
 
     async def _request(self, session: Session, line: bytes) -> None:
@@ -241,13 +244,27 @@ class Agent:
         """Stop what the session started and did not release."""
         session.ended = True
         self.sessions.discard(session)
+        # requests still in flight are abandoned: a VM being launched is let finish its
+        # launch (cancelling it could orphan a QEMU just spawned) and is then stopped by its
+        # own request, which sees the session ended; every other request is cancelled
+        launching = list(session.launching.values())
+        others = [t for t in session.tasks if t is not asyncio.current_task()]
+        for task in others:
+            if task not in session.launch_tasks:
+                task.cancel()
+        if others:
+            await asyncio.wait(others, timeout=SESSION_END_WAIT_S)
+        started = [m.name for m in launching if m.pid is not None]
+        for launched in launching:
+            if launched.alive:
+                await launched.shutdown()
         stopped_helpers = []
         for name in sorted(session.helpers):
             helper = self.helpers.pop(name, None)
             if helper is not None and helper.running:
                 await helper.stop()
                 stopped_helpers.append(name)
-        stopped_vms = []
+        stopped_vms = started
         for name in sorted(session.vms):
             machine = self.machines.pop(name, None)
             self.drop_dump(name)
@@ -492,7 +509,18 @@ async def _vm_start(agent: Agent, session: Session, request: VmStart, emit: Emit
         await existing.shutdown()
     paths = MachinePaths.under(agent.vm_root, spec.name)
     machine = Machine(spec, guest_config(spec, paths), paths)
-    await machine.launch(request.timeout)
+    session.launching[spec.name] = machine
+    me = asyncio.current_task()
+    if me is not None:
+        session.launch_tasks.add(me)
+    try:
+        await machine.launch(request.timeout)
+    finally:
+        session.launching.pop(spec.name, None)
+        session.launch_tasks.discard(me)
+    if session.ended:  # nobody owns it any more: it must not outlive its session
+        await machine.shutdown()
+        raise UserError(f"the session ended while VM {spec.name!r} started; it was stopped")
     agent.machines[spec.name] = machine
     session.vms.add(spec.name)
     return await agent.vm_info(machine)

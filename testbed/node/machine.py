@@ -231,6 +231,11 @@ class Machine:
         await self._launch()
         try:
             await self._post_launch(timeout)
+        except asyncio.CancelledError:
+            # the session that asked for this VM is gone: QEMU must not outlive the launch
+            await self._hard_stop()
+            await self._post_shutdown(keep_logs=True)
+            raise
         except Exception as exc:
             await self._hard_stop()
             await self._post_shutdown(keep_logs=True)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import docker
 import pytest
@@ -112,3 +113,30 @@ def test_ctrl_c_removes_the_lab_the_command_created(
         or "gone already" in message
     ), message
     run_cli("down", "--lab", OWN_LAB)
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.3])
+def test_a_session_that_ends_while_its_vm_launches_leaves_no_qemu(
+    docker_client: docker.DockerClient, lab: str, delay: float
+) -> None:
+    """Ctrl-C lands while a QEMU starts: the host's goodbye reaches the agent while the
+    VmStart request is still in flight.  The VM must be stopped, and counted as stopped."""
+    from testbed.lab.agent_client import AgentError
+    from testbed.lab.lab import Lab
+    from testbed.protocol import Goodbye, Run, VmSpec, VmStart
+
+    lab_obj = Lab(docker_client, LAB)
+    try:
+        assert lab_obj.call("gauss-a", Run(["true"])).code == 0  # the session exists
+        with ThreadPoolExecutor(1) as pool:
+            start = pool.submit(lab_obj.call, "gauss-a", VmStart(VmSpec(arch="armv8", accel="tcg")))
+            time.sleep(delay)
+            ended = lab_obj.call("gauss-a", Goodbye(), timeout=90)
+            try:
+                start.result(timeout=90)  # the launch finished before the goodbye
+            except AgentError as exc:
+                assert "the session ended while VM 'guest' started" in str(exc)
+        assert ended.stopped_vms == ["guest"]
+        assert node_processes(docker_client, LAB) == {}
+    finally:
+        lab_obj.close()
