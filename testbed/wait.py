@@ -36,6 +36,21 @@ def _present() -> str | None:
     return None
 
 
+def _give_up_if_due(
+    what: str,
+    timeout: float,
+    deadline: float,
+    last: Callable[[], str],
+    gone: Callable[[], str | None],
+) -> None:
+    """Between two tries: raise when what was waited for is gone or the time is up."""
+    why = gone()
+    if why is not None:
+        raise WaitAborted(what, why)
+    if time.monotonic() >= deadline:
+        raise WaitTimeout(what, timeout, last())
+
+
 def wait_until(
     check: Callable[[], T | None],
     *,
@@ -51,11 +66,7 @@ def wait_until(
         found = check()
         if found is not None:
             return found
-        why = gone()
-        if why is not None:
-            raise WaitAborted(what, why)
-        if time.monotonic() >= deadline:
-            raise WaitTimeout(what, timeout, last())
+        _give_up_if_due(what, timeout, deadline, last, gone)
         time.sleep(interval)
 
 
@@ -74,9 +85,5 @@ async def await_until(
         found = await check()
         if found is not None:
             return found
-        why = gone()
-        if why is not None:
-            raise WaitAborted(what, why)
-        if time.monotonic() >= deadline:
-            raise WaitTimeout(what, timeout, last())
+        _give_up_if_due(what, timeout, deadline, last, gone)
         await asyncio.sleep(interval)

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from testbed.matrix.records import LINKS, FrontierPoint, MigrationTrace
-from testbed.report.model import CellSummary, cell_label
+from testbed.report.model import CellSummary, cell_label, frontier_limits
 
 FAIL = "#c0392b"
 KNOWN = "#8e44ad"
@@ -124,6 +124,7 @@ def _frontier(points: Sequence[FrontierPoint], name: str) -> Figure:
     links = [link for link in LINKS if any(p.link == link for p in points)]
     links += sorted({p.link for p in points} - set(LINKS))
     series = sorted({(p.arch, p.qemu_version) for p in points})
+    limits = {(f.link, f.arch, f.qemu_version): f for f in frontier_limits(points)}
     width = 0.8 / max(1, len(series))
     labelled: set[str] = set()
 
@@ -136,25 +137,23 @@ def _frontier(points: Sequence[FrontierPoint], name: str) -> Figure:
     for i, (arch, version) in enumerate(series):
         color = matplotlib.colormaps["tab10"](i % 10)
         for x, link in enumerate(links):
-            mine = [
-                p for p in points if p.link == link and (p.arch, p.qemu_version) == (arch, version)
-            ]
-            ok = [p.dirty_rate_bps for p in mine if p.converged]
-            not_ok = [p.dirty_rate_bps for p in mine if not p.converged]
+            limit = limits.get((link, arch, version))
+            if limit is None:
+                continue
             offset = x + (i - (len(series) - 1) / 2) * width
-            if ok:
+            if limit.highest_converged_bps is not None:
                 bars = ax.bar(
                     offset,
-                    max(ok) / 1e6,
+                    limit.highest_converged_bps / 1e6,
                     width * 0.9,
                     color=color,
                     label=once(f"{arch}, QEMU {version}: highest that converged"),
                 )
                 bars[0].set_gid(f"{name}-converged-{i}-{x}")
-            if not_ok:
+            if limit.lowest_not_converged_bps is not None:
                 (marks,) = ax.plot(
                     [offset],
-                    [min(not_ok) / 1e6],
+                    [limit.lowest_not_converged_bps / 1e6],
                     "x",
                     color=FAIL,
                     ms=9,
