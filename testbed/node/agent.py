@@ -166,7 +166,8 @@ class Agent:
         self.code = protocol.code_digest()
         self.started = time.time()
         self.machines: dict[str, Machine] = {}
-        self.dumps: dict[str, ramdump.KeptDump] = {}
+        self.digests: dict[str, RamDigest] = {}  # the last ram.dump of each VM
+        self.dumps: dict[str, ramdump.KeptDump] = {}  # RAM kept in a file, for page reads
         self.helpers: dict[str, helper_mod.Helper] = {}
         self.sessions: set[Session] = set()
 
@@ -282,6 +283,7 @@ class Agent:
         return SessionEnd(stopped_vms, stopped_helpers)
 
     def drop_dump(self, name: str) -> None:
+        self.digests.pop(name, None)
         kept = self.dumps.pop(name, None)
         if kept is not None:
             kept.close()
@@ -733,15 +735,25 @@ async def _wait_passes(
 @handles(RamDump)
 async def _ram_dump(agent: Agent, session: Session, request: RamDump, emit: Emit) -> RamDigest:
     agent.drop_dump(request.name)
-    digest, kept = await ramdump.dump(agent.machine(request.name))
-    agent.dumps[request.name] = kept
+    digest = await ramdump.digest_ram(agent.machine(request.name))
+    agent.digests[request.name] = digest
     return digest
 
 
-def _kept(agent: Agent, name: str) -> ramdump.KeptDump:
+async def _kept(agent: Agent, name: str) -> ramdump.KeptDump:
+    """The RAM digested by the last ram.dump, kept in a file (dumped again on first use:
+    only a comparison that found a difference, or a negative control, reads pages)."""
     kept = agent.dumps.get(name)
-    if kept is None:
+    if kept is not None:
+        return kept
+    digest = agent.digests.get(name)
+    if digest is None:
         raise UserError(f"no RAM dump of {name!r} is kept", "dump it first (ram.dump)")
+    kept = await ramdump.keep(agent.machine(name), digest)
+    if agent.digests.get(name) is not digest:  # dropped or dumped again meanwhile
+        kept.close()
+        raise UserError(f"the RAM dump of {name!r} was dropped meanwhile", "dump it again")
+    agent.dumps[name] = kept
     return kept
 
 
@@ -749,7 +761,7 @@ def _kept(agent: Agent, name: str) -> ramdump.KeptDump:
 async def _ram_page_digest(
     agent: Agent, session: Session, request: RamPageDigest, emit: Emit
 ) -> PageDigests:
-    kept = _kept(agent, request.name)
+    kept = await _kept(agent, request.name)
 
     def work() -> dict[str, str]:
         return {
@@ -761,13 +773,13 @@ async def _ram_page_digest(
 
 @handles(RamPeek)
 async def _ram_peek(agent: Agent, session: Session, request: RamPeek, emit: Emit) -> PageHeads:
-    kept = _kept(agent, request.name)
+    kept = await _kept(agent, request.name)
     return PageHeads({str(p): kept.head(p, request.length).hex() for p in request.pages})
 
 
 @handles(RamFind)
 async def _ram_find(agent: Agent, session: Session, request: RamFind, emit: Emit) -> PageList:
-    kept = _kept(agent, request.name)
+    kept = await _kept(agent, request.name)
     return PageList(kept.find_heads(bytes.fromhex(request.head_hex), request.limit))
 
 
@@ -800,6 +812,7 @@ async def _ram_poke(agent: Agent, session: Session, request: RamPoke, emit: Emit
             gdb.close()
 
     await asyncio.to_thread(write)
+    agent.drop_dump(request.name)  # its RAM is not what was digested any more
     return Poked(request.page, hex(address), len(data), before, await machine.status())
 
 

@@ -1,19 +1,22 @@
 """Guest RAM of a paused VM, dumped through QMP and digested, per MiB then per page.
 
 QMP ``dump-guest-memory`` (plain ELF, no paging) writes every RAM block page by page from
-QEMU's own mapping; the agent reads the PT_LOAD segments that cover guest RAM back into
-memory.  (``pmemsave`` reads 1 KiB at a time through the memory API: about three times
-slower for 512 MiB.)  A SHA-256 prefix per MiB is compared first; only the blocks that
-differ get a CRC-32 per page, to list the differing pages (a block that differs while no
-page CRC does still fails the comparison).  The dump stays in memory for the page
-digests and peeks until it is dropped."""
+QEMU's own mapping.  The agent hands QEMU a FIFO as the dump's file and hashes the stream
+as it comes: a SHA-256 prefix per MiB of guest RAM, with no file written and nothing to
+delete (half the time of writing 512 MiB to a file, reading it back and unlinking it).
+Only when the MiB digests differ, or a negative control looks for a page, is RAM dumped
+again to a file and *kept*: the pages' CRC-32s and heads are read from it, after its MiB
+digests are checked against the streamed ones (the VM must not have run in between).
+(``pmemsave`` reads 1 KiB at a time through the memory API: about three times slower.)"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import contextlib
+import fcntl
 import hashlib
+import logging
 import os
 import struct
 import time
@@ -21,14 +24,24 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from testbed.node.machine import Machine
 from testbed.protocol import RamDigest
+
+LOG = logging.getLogger(__name__)
 
 RAM_BASE = 0x40000000  # guest RAM starts here on QEMU's virt machine (arm and aarch64)
 PAGE = 4096
 BLOCK = 1 << 20
 PT_LOAD = 1
+ELF_HEADER = 64  # bytes of an ELF64 header; an ELF32 header is shorter
+F_SETPIPE_SZ = 1031  # fcntl: a 1 MiB pipe lets QEMU write a whole block at once
+
+
+class DumpLayoutError(ValueError):
+    """Guest RAM is not in the dump in one ascending run (it cannot be hashed as it
+    streams; the file dump, which reads it where it is, can)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,98 @@ def load_segments(header: bytes) -> list[Segment]:
     return segments
 
 
+def program_headers_end(header: bytes) -> int:
+    """Where an ELF file's program headers end (from its first bytes)."""
+    if len(header) < 0x34 or header[:4] != b"\x7fELF":
+        raise ValueError("not an ELF file")
+    if header[4] == 2:
+        if len(header) < ELF_HEADER:
+            raise ValueError("the ELF header is cut short")
+        (phoff,) = struct.unpack_from("<Q", header, 0x20)
+        phentsize, phnum = struct.unpack_from("<HH", header, 0x36)
+    else:
+        (phoff,) = struct.unpack_from("<I", header, 0x1C)
+        phentsize, phnum = struct.unpack_from("<HH", header, 0x2A)
+    return int(phoff + phentsize * phnum)
+
+
+def ram_spans(segments: list[Segment], size: int) -> list[tuple[int, int, int]]:
+    """(start in RAM, end in RAM, file offset of start) of the parts of ``segments`` that
+    hold guest RAM, in the order of the file; they must cover all ``size`` bytes."""
+    spans = []
+    for seg in segments:
+        start = max(seg.paddr, RAM_BASE)
+        end = min(seg.paddr + seg.size, RAM_BASE + size)
+        if start < end:
+            spans.append((start - RAM_BASE, end - RAM_BASE, seg.offset + start - seg.paddr))
+    spans.sort(key=lambda span: span[2])
+    covered = sum(end - start for start, end, _ in spans)
+    if covered != size:
+        raise RuntimeError(f"the dump covers {covered} of the {size} bytes of guest RAM")
+    return spans
+
+
+class Readable(Protocol):
+    """What a dump is read from: a pipe's file object (or, in tests, anything alike)."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+
+def _read_into(stream: Readable, view: memoryview) -> int:
+    """Fill ``view`` from ``stream``; fewer bytes only at the stream's end."""
+    got = 0
+    while got < len(view):
+        n = stream.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got
+
+
+def stream_block_digests(stream: Readable, size: int) -> bytes:
+    """SHA-256 prefixes, 8 bytes per MiB of guest RAM, of an ELF dump read once, front to
+    back (from a pipe).  Raises DumpLayoutError when RAM is not in it in one ascending
+    run, ValueError when the stream ends early."""
+    buffer = bytearray(BLOCK)
+    view = memoryview(buffer)
+    got = _read_into(stream, view[:ELF_HEADER])
+    header = bytes(buffer[:got])
+    end = program_headers_end(header)
+    if end > got:
+        extra = bytearray(end - got)
+        if _read_into(stream, memoryview(extra)) < len(extra):
+            raise ValueError("the dump ended in its program headers")
+        header += bytes(extra)
+    position = max(end, got)
+    spans = ram_spans(load_segments(header), size)
+    ram = 0
+    for start, stop, offset in spans:
+        if start != ram or offset < position:
+            raise DumpLayoutError("guest RAM is not in the dump in one ascending run")
+        ram = stop
+    digests = bytearray()
+    for start, stop, offset in spans:
+        while position < offset:  # notes and anything else between the RAM segments
+            n = _read_into(stream, view[: min(BLOCK, offset - position)])
+            if not n:
+                raise ValueError(f"the dump ended at byte {position}, before guest RAM")
+            position += n
+        ram = start
+        while ram < stop:
+            # whole MiB blocks of RAM, so that each block is hashed at once
+            block_end = min(stop, (ram // BLOCK + 1) * BLOCK)
+            fill = ram % BLOCK
+            n = _read_into(stream, view[fill : fill + block_end - ram])
+            if n < block_end - ram:
+                raise ValueError(f"the dump ended at guest RAM offset {ram + n:#x} of {size:#x}")
+            ram, position = block_end, position + n
+            if ram % BLOCK == 0 or ram == size:
+                digests += hashlib.sha256(view[: (ram - 1) % BLOCK + 1]).digest()[:8]
+    while _read_into(stream, view):  # whatever QEMU writes after RAM
+        pass
+    return bytes(digests)
+
+
 class KeptDump:
     """Guest RAM as the dump file holds it: read where needed, never all copied (a 512 MiB
     buffer costs a second in page faults alone)."""
@@ -71,21 +176,14 @@ class KeptDump:
     def __init__(self, path: Path, size: int, segments: list[Segment]) -> None:
         self.path = path
         self.size = size
+        # (start in RAM, end in RAM, file offset of start), in RAM's order
+        try:
+            self.spans = sorted(ram_spans(segments, size))
+        except RuntimeError:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            raise
         self.fd = os.open(path, os.O_RDONLY)
-        # (start in RAM, end in RAM, file offset of start), sorted
-        self.spans: list[tuple[int, int, int]] = []
-        for seg in segments:
-            start = max(seg.paddr, RAM_BASE)
-            end = min(seg.paddr + seg.size, RAM_BASE + size)
-            if start < end:
-                self.spans.append(
-                    (start - RAM_BASE, end - RAM_BASE, seg.offset + start - seg.paddr)
-                )
-        self.spans.sort()
-        covered = sum(end - start for start, end, _ in self.spans)
-        if covered != size:
-            self.close()
-            raise RuntimeError(f"the dump covers {covered} of the {size} bytes of guest RAM")
 
     def read(self, offset: int, length: int) -> bytes:
         """``length`` bytes of guest RAM from ``offset`` (from RAM's base)."""
@@ -162,13 +260,10 @@ def open_dump(path: Path, size: int) -> KeptDump:
     return KeptDump(path, size, segments)
 
 
-async def dump(machine: Machine) -> tuple[RamDigest, KeptDump]:
-    """Dump guest RAM (the VM should be paused) and digest it per MiB; the dump file is
-    kept (for page digests and peeks) until the KeptDump is closed."""
+async def _dump_to_file(machine: Machine) -> tuple[KeptDump, bytes]:
+    """Dump guest RAM to a file, keep it, digest it per MiB."""
     size = machine.spec.mem_mb << 20
-    status = await machine.status()
     path = machine.paths.dir / "ram.elf"
-    started = time.monotonic()
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
     await machine.execute(
@@ -180,10 +275,79 @@ async def dump(machine: Machine) -> tuple[RamDigest, KeptDump]:
     except BaseException:
         kept.close()
         raise
-    result = RamDigest(
+    return kept, blocks
+
+
+def _digest_fifo(fd: int, size: int) -> bytes:
+    """The reading end of the dump's FIFO (opened non-blocking), hashed to its end."""
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, F_SETPIPE_SZ, BLOCK)
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb", buffering=0) as stream:
+        return stream_block_digests(stream, size)
+
+
+async def _dump_streamed(machine: Machine) -> bytes:
+    """Dump guest RAM into a FIFO and hash it as QEMU writes it.
+
+    The agent holds a writing end of its own until QEMU's command has returned: the
+    reader then sees the end of the stream whatever happened (QEMU never opened the FIFO,
+    failed half way, or finished), and never blocks for good."""
+    size = machine.spec.mem_mb << 20
+    fifo = machine.paths.dir / "ram.fifo"
+    with contextlib.suppress(FileNotFoundError):
+        fifo.unlink()
+    os.mkfifo(fifo, 0o600)
+    try:
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        keeper = os.open(fifo, os.O_WRONLY)
+        hashing = asyncio.ensure_future(asyncio.to_thread(_digest_fifo, reader, size))
+        failure: Exception | None = None
+        try:
+            await machine.execute(
+                "dump-guest-memory",
+                {"paging": False, "protocol": f"file:{fifo}", "detach": False},
+            )
+        except Exception as exc:
+            failure = exc
+        finally:
+            os.close(keeper)
+            await asyncio.wait([hashing])  # the thread ends at the stream's end
+        if isinstance(hashing.exception(), DumpLayoutError) or failure is None:
+            return hashing.result()
+        raise failure  # QEMU's own reason beats "the stream ended early"
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            fifo.unlink()
+
+
+async def digest_ram(machine: Machine) -> RamDigest:
+    """Guest RAM (the VM should be paused) digested per MiB, streamed from QEMU's dump."""
+    size = machine.spec.mem_mb << 20
+    status = await machine.status()
+    started = time.monotonic()
+    try:
+        blocks = await _dump_streamed(machine)
+    except DumpLayoutError as exc:
+        LOG.info("%s: %s; dumping to a file instead", machine.name, exc)
+        kept, blocks = await _dump_to_file(machine)
+        kept.close()
+    return RamDigest(
         pages=size // PAGE,
         block_sha256=base64.b64encode(blocks).decode(),
         status=status,
         seconds=round(time.monotonic() - started, 3),
     )
-    return result, kept
+
+
+async def keep(machine: Machine, digested: RamDigest) -> KeptDump:
+    """Guest RAM dumped to a file and kept (for page digests, peeks and searches), after
+    checking that it is still the RAM that was digested."""
+    kept, blocks = await _dump_to_file(machine)
+    if base64.b64encode(blocks).decode() != digested.block_sha256:
+        kept.close()
+        raise RuntimeError(
+            f"guest RAM of VM {machine.name!r} changed since it was digested (did it run?); "
+            "pause it and dump it again"
+        )
+    return kept

@@ -16,6 +16,9 @@ from typing import Any
 import docker
 import pytest
 
+from testbed.lab.agent_client import AgentError
+from testbed.lab.lab import Lab
+from testbed.protocol import RamDump, RamPeek
 from tests.conftest import ROOT, lab_for_module, node_processes, run_cli, suite_topology
 
 pytestmark = pytest.mark.e2e
@@ -119,9 +122,19 @@ def test_the_seed_by_hand(docker_client: docker.DockerClient, lab: str) -> None:
     memory = cli_json("compare", "gauss-a", "gauss-b")
     assert memory["differing_pages"] == [] and memory["pages_compared"] == 512 * 256
 
-    assert b"VM status: running" in converse(
-        "monitor", "gauss-b", [b"cont", b"info status"], b"VM status: running"
-    )
+    # RAM is hashed as QEMU dumps it; pages are read from a second dump, which must be
+    # the RAM that was hashed: once the guest has run, it is not (dirtyram writes on)
+    node = Lab(docker_client, LAB)
+    try:
+        node.call("gauss-b", RamDump())
+        assert b"VM status: running" in converse(
+            "monitor", "gauss-b", [b"cont", b"info status"], b"VM status: running"
+        )
+        time.sleep(1)
+        with pytest.raises(AgentError, match="changed since it was digested"):
+            node.call("gauss-b", RamPeek([0]))
+    finally:
+        node.close()
     code, out, _ = cli("switch-route", "--via", "gauss-b", "--probe")
     assert code == 0 and "the guest answered" in out
     code, out, _ = cli("guest", "run", "gauss-b", "--", "echo", "on-b")

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import os
+import struct
 import tempfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,11 +21,13 @@ from testbed.node.ramdump import (
     BLOCK,
     PAGE,
     RAM_BASE,
+    DumpLayoutError,
     KeptDump,
     Segment,
     block_digests,
     digest,
     page_crcs,
+    stream_block_digests,
 )
 from testbed.protocol import PageDigests, RamDigest
 from testbed.scenarios.memory import differing_blocks, differing_pages
@@ -194,3 +199,117 @@ def test_page_crcs_are_the_digest_of_that_block() -> None:
     data = ram(2)
     crcs, _ = digest(data)
     assert page_crcs(data, 1) == crcs[PAGES_PER_BLOCK * 4 :]
+
+
+# -- stream_block_digests: the dump hashed as it comes out of QEMU's FIFO ------------------------
+PT_NOTE = 4
+
+
+def elf_dump(
+    pieces: list[tuple[int, bytes]], bits: int = 64, notes: bytes = b"NOTE" * 100
+) -> bytes:
+    """An ELF core as ``dump-guest-memory`` writes one: the ELF header, the program
+    headers (a PT_NOTE, then one PT_LOAD per (guest-physical address, bytes) piece), the
+    notes, then the pieces in the order given."""
+    if bits == 64:
+        ehsize, phentsize, phdr = 64, 56, "<IIQQQQQQ"
+    else:
+        ehsize, phentsize, phdr = 52, 32, "<IIIIIIII"
+    phnum = 1 + len(pieces)
+    offset = ehsize + phnum * phentsize
+    headers = []
+    if bits == 64:
+        headers.append(struct.pack(phdr, PT_NOTE, 0, offset, 0, 0, len(notes), len(notes), 0))
+    else:
+        headers.append(struct.pack(phdr, PT_NOTE, offset, 0, 0, len(notes), len(notes), 0, 0))
+    offset += len(notes)
+    for paddr, data in pieces:
+        if bits == 64:
+            headers.append(struct.pack(phdr, 1, 0, offset, paddr, paddr, len(data), len(data), 0))
+        else:
+            headers.append(struct.pack(phdr, 1, offset, paddr, paddr, len(data), len(data), 0, 0))
+        offset += len(data)
+    ident = b"\x7fELF" + bytes([2 if bits == 64 else 1, 1, 1]) + b"\0" * 9
+    if bits == 64:
+        header = ident + struct.pack(
+            "<HHIQQQIHHHHHH", 4, 183, 1, 0, ehsize, 0, 0, ehsize, phentsize, phnum, 0, 0, 0
+        )
+    else:
+        header = ident + struct.pack(
+            "<HHIIIIIHHHHHH", 4, 40, 1, 0, ehsize, 0, 0, ehsize, phentsize, phnum, 0, 0, 0
+        )
+    assert len(header) == ehsize
+    return header + b"".join(headers) + notes + b"".join(data for _, data in pieces)
+
+
+class Trickle(io.RawIOBase):
+    """A pipe's reads: never more than ``chunk`` bytes at once."""
+
+    def __init__(self, data: bytes, chunk: int) -> None:
+        self.data, self.at, self.chunk = data, 0, chunk
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), self.chunk, len(self.data) - self.at)
+        buffer[:n] = self.data[self.at : self.at + n]
+        self.at += n
+        return n
+
+
+def streamed(dump: bytes, size: int, chunk: int = 65536) -> bytes:
+    return stream_block_digests(Trickle(dump, chunk), size)
+
+
+@pytest.mark.parametrize("bits", [64, 32])
+def test_streamed_digests_equal_those_of_the_ram(bits: int) -> None:
+    data = ram(3)
+    dump = elf_dump([(RAM_BASE, bytes(data))], bits)
+    assert streamed(dump, len(data)) == block_digests(data)
+    assert streamed(dump, len(data), chunk=4093) == block_digests(data)
+
+
+def test_streamed_ram_in_two_segments_split_inside_a_block() -> None:
+    data = ram(3)
+    cut = BLOCK + 5 * PAGE
+    dump = elf_dump([(RAM_BASE, bytes(data[:cut])), (RAM_BASE + cut, bytes(data[cut:]))])
+    assert streamed(dump, len(data)) == block_digests(data)
+
+
+def test_streamed_segments_that_are_not_ram_are_skipped() -> None:
+    data = ram(2)
+    flash = b"\xff" * (3 * PAGE)
+    dump = elf_dump([(0, flash), (RAM_BASE, bytes(data)), (RAM_BASE + len(data), flash)])
+    assert streamed(dump, len(data)) == block_digests(data)
+
+
+def test_one_changed_byte_changes_the_streamed_digest_of_its_block_only() -> None:
+    data = ram(3)
+    before = streamed(elf_dump([(RAM_BASE, bytes(data))]), len(data))
+    data[2 * BLOCK + 77] ^= 1
+    after = streamed(elf_dump([(RAM_BASE, bytes(data))]), len(data))
+    assert before[:16] == after[:16] and before[16:] != after[16:]
+
+
+def test_ram_out_of_order_is_a_layout_error_for_the_file_dump_to_handle() -> None:
+    data = ram(2)
+    half = len(data) // 2
+    dump = elf_dump([(RAM_BASE + half, bytes(data[half:])), (RAM_BASE, bytes(data[:half]))])
+    with pytest.raises(DumpLayoutError):
+        streamed(dump, len(data))
+
+
+def test_a_dump_that_ends_early_is_an_error_not_a_digest() -> None:
+    data = ram(2)
+    dump = elf_dump([(RAM_BASE, bytes(data))])
+    with pytest.raises(ValueError, match="ended at guest RAM offset 0x180000"):
+        streamed(dump[: len(dump) - BLOCK // 2], len(data))
+    with pytest.raises(ValueError, match="not an ELF file"):
+        streamed(b"", len(data))
+
+
+def test_a_dump_that_covers_less_than_the_ram_is_refused() -> None:
+    data = ram(2)
+    with pytest.raises(RuntimeError, match="covers 1048576 of the 2097152 bytes"):
+        streamed(elf_dump([(RAM_BASE, bytes(data[:BLOCK]))]), len(data))
