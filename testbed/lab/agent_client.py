@@ -12,6 +12,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -178,6 +179,7 @@ class AgentClient:
         timeout: float | None = None,
     ) -> R:
         request_id = next(self._ids)
+        started = time.monotonic()
         pending = _Pending(on_event)
         with self._lock:
             if self._lost is not None:
@@ -204,6 +206,8 @@ class AgentClient:
             raise TimeoutError(
                 f"{self.node}: no answer to {request.OP} within {timeout:.0f} s"
             ) from None
+        finally:
+            LOG.debug("%s: %s took %.3f s", self.node, request.OP, time.monotonic() - started)
         return cast(R, codec.from_json(request.RESULT, result))  # RESULT is R's class
 
     def close(self, end_session: bool = True, timeout: float = 60.0) -> SessionEnd | None:
