@@ -301,10 +301,12 @@ def cmd_all(args: argparse.Namespace) -> int:
     plans: list[tuple[str, Any]] = [("migration", _migration_params(args, a)) for a in ARCHES]
     plans += [("shmem", _shmem_params(args, a, args.workload)) for a in ARCHES]
     results = []
-    for scenario, params in plans:
-        err.print(f"[bold]{scenario} {params.arch}[/bold]")
-        run = _run_migration if scenario == "migration" else _run_shmem
-        results.append(run(params, args.report))
+    with _one_lab(args, plans[0][1].arch) as ended:
+        for scenario, params in plans:
+            err.print(f"[bold]{scenario} {params.arch}[/bold]")
+            run = _run_migration if scenario == "migration" else _run_shmem
+            results.append(run(params, args.report))
+    cleanup = ended[0].summary()
     if args.report:
         from testbed.report.writer import write_report
         from testbed.scenarios.records import record_of
@@ -315,7 +317,13 @@ def cmd_all(args: argparse.Namespace) -> int:
         "fail" if "fail" in verdicts else "known-defect" if "known-defect" in verdicts else "pass"
     )
     if args.json:
-        print_json({"verdict": overall, "results": [codec.to_json(r) for r in results]})
+        print_json(
+            {
+                "verdict": overall,
+                "results": [codec.to_json(r) for r in results],
+                "cleanup": cleanup,
+            }
+        )
     else:
         out.print(
             table(
@@ -346,7 +354,30 @@ def cmd_all(args: argparse.Namespace) -> int:
                 ],
             )
         )
+        out.print(f"lab {args.lab}: {cleanup}", highlight=False)
     return max(exit_code(v, args.strict) for v in verdicts)
+
+
+def _one_lab(args: argparse.Namespace, first_arch: str) -> Any:
+    """The lab every run of ``run all`` shares: up once, down at the end if created here."""
+    from testbed import docker_client
+    from testbed.platforms import board_privileges_for
+    from testbed.scenarios.common import LabRun, shared_lab
+
+    client = docker_client.connect()
+    # the first run's privileges (where KVM runs one arch only, a run of the other heals
+    # the boards to its own)
+    privileges, _ = board_privileges_for(client, args.accel, first_arch, args.qemu_suite)
+    hold = LabRun(
+        client,
+        args.lab,
+        args.topology,
+        args.qemu_suite,
+        args.keep,
+        lambda text: err.print(f"  {text}", highlight=False),
+    )
+    err.print(f"  lab {args.lab}: up for every run")
+    return shared_lab(hold, args.bandwidth, privileges)
 
 
 def _attach(args: argparse.Namespace, socket_name: str, what: str) -> int:

@@ -3,9 +3,10 @@ cleanup), faults turned into one-line descriptions, and verdicts with known defe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import docker
@@ -13,6 +14,7 @@ import docker
 from testbed import topology
 from testbed.checks.base import CheckResult, VerdictKind, first_failure, verdict_of
 from testbed.cleanup import Removed
+from testbed.errors import Interrupted
 from testbed.known_defects import KnownDefect, load_defects, match
 from testbed.lab.agent_client import AgentError, NodeLost
 from testbed.lab.lab import Lab
@@ -186,3 +188,25 @@ class LabRun:
             return CleanupReport(stopped, unreachable, removed, self.kept)
         finally:
             signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def shared_lab(
+    hold: LabRun, bandwidth: str | None, privileges: Privileges
+) -> Iterator[list[CleanupReport]]:
+    """A lab brought up once for several runs (``testbed run all``).  Each run finds it up
+    and leaves it as it found it, its guests stopped; at the end, also on Ctrl-C or a
+    fault, it is taken down if it was created here (unless kept).  The list yielded holds
+    that last cleanup once the block has ended."""
+    ended: list[CleanupReport] = []
+    try:
+        hold.up(bandwidth, privileges)
+        yield ended
+    except Interrupted as exc:  # the run in progress has cleaned up what it started
+        raise Interrupted("; ".join([exc.summary, hold.finish().summary()])) from None
+    except KeyboardInterrupt:
+        raise Interrupted(hold.finish().summary()) from None
+    except BaseException:
+        hold.finish()
+        raise
+    ended.append(hold.finish())

@@ -41,18 +41,22 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def interrupt(args: list[str], after: float) -> tuple[int, str, float]:
-    """Run the command, send SIGINT after ``after`` seconds, return (exit code, stderr,
-    seconds from the signal to the exit)."""
-    proc = subprocess.Popen(
+def _start(args: list[str], stdout: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         [sys.executable, "-m", "testbed", *args],
         cwd=ROOT,
-        stdout=subprocess.PIPE,
+        stdout=stdout,
         stderr=subprocess.PIPE,
         text=True,
         preexec_fn=_default_sigint,
         env={**os.environ, "COLUMNS": "200"},
     )
+
+
+def interrupt(args: list[str], after: float) -> tuple[int, str, float]:
+    """Run the command, send SIGINT after ``after`` seconds, return (exit code, stderr,
+    seconds from the signal to the exit)."""
+    proc = _start(args, subprocess.PIPE)
     time.sleep(after)
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
@@ -140,3 +144,54 @@ def test_a_session_that_ends_while_its_vm_launches_leaves_no_qemu(
         assert node_processes(docker_client, LAB) == {}
     finally:
         lab_obj.close()
+
+
+# `run all` holds one lab for its four runs: Ctrl-C in its second run
+RUN_ALL = ["run", "all", "--mem", "256", "--load", "seed:4096:256:50", "--duration", "3"]
+
+
+def interrupt_after_line(args: list[str], marker: str, delay: float) -> tuple[int, str]:
+    """Run the command, send SIGINT ``delay`` seconds after ``marker`` appears on its
+    standard error, return (exit code, standard error)."""
+    proc = _start(args, subprocess.DEVNULL)
+    assert proc.stderr is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + 240
+    for line in proc.stderr:
+        seen.append(line)
+        if marker in line or time.monotonic() > deadline:
+            break
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    proc.wait(timeout=180)
+    return proc.returncode, "".join(seen) + rest
+
+
+def test_ctrl_c_in_the_second_run_of_run_all_removes_the_lab_it_created(
+    docker_client: docker.DockerClient, built_images: dict[str, str]
+) -> None:
+    run_cli("down", "--lab", OWN_LAB)
+    args = [*RUN_ALL, "--lab", OWN_LAB, "--topology", SECOND_TOPOLOGY]
+    code, err = interrupt_after_line(args, "migration armv8", 4.0)  # its guest boots
+    message = check_interrupted(code, err)
+    # the run in progress stopped its guest; then the lab went, as one truthful line
+    assert "migration armv7" in err and "stopped QEMU 'guest' on gauss-a; removed" in message
+    assert node_processes(docker_client, OWN_LAB) == {}
+    assert lab_objects(docker_client, OWN_LAB) == [], message
+    assert re.search(
+        r"removed 3 container\(s\), 1 network\(s\), 1 volume\(s\) of the lab this run created",
+        message,
+    ), message
+    run_cli("down", "--lab", OWN_LAB)
+
+
+def test_ctrl_c_in_run_all_leaves_a_lab_that_was_up_as_it_was(
+    docker_client: docker.DockerClient, lab: str
+) -> None:
+    before = sorted(lab_objects(docker_client, LAB))
+    code, err = interrupt_after_line([*RUN_ALL, "--lab", LAB], "migration armv8", 3.0)
+    message = check_interrupted(code, err)
+    assert node_processes(docker_client, LAB) == {}, message
+    assert sorted(lab_objects(docker_client, LAB)) == before
+    assert "of the lab this run created" not in message
