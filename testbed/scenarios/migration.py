@@ -104,6 +104,8 @@ GDB_PORT = 1234
 UNLIMITED_BANDWIDTH = 100 * 1024**3  # bytes/s: QEMU's own cap (128 MiB/s on 7.2) must not limit
 PEEK_LIMIT = 32  # differing pages whose stamps are decoded and reported
 OLD_ROUTE_PROBE_S = 0.3
+RESUMED_MARK = "testbed-resumed-"  # + the migration's number, printed by the guest's shell
+RESUMED_MARK_WAIT = 30.0
 _WRITEOUT = re.compile(r"writeout: (\d+) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
 
 StepCallback = Callable[[str], None]
@@ -276,6 +278,19 @@ class MigrationResult:
                 )
             )
         return out
+
+
+def switchover_passes(src_text: str, before_mark: str) -> dict[str, int]:
+    """Passes each load had completed at the switchover, as far as the consoles tell:
+    its newest line on the source's console or on the destination's before the mark
+    (a line in flight in the guest's tty at the pause, or one written right after the
+    resume: counting from it only makes the wait longer)."""
+    passes: dict[str, int] = {}
+    for text in (src_text, before_mark):
+        for ident, log in parse_load_output(text).items():
+            if log.last is not None:
+                passes[ident] = max(passes.get(ident, 0), log.last.passes)
+    return passes
 
 
 def nominal_dirty_rate(loads: list[LoadSpec]) -> float | None:
@@ -645,6 +660,8 @@ class MigrationScenario:
                 dst.name,
                 ConsoleSend(f"date -s @$(( $(date +%s) + {inject.time_jump} )) >/dev/null\n"),
             )
+        # the shell prints a mark: every load line after it was written after the resume
+        self.lab.call(dst.name, ConsoleSend(f"echo {RESUMED_MARK}$(({index + 1}))\n"))
         if inject and inject.no_route_switch:
             probe = self.lab.call(
                 self.lab.topology.nfs.name, Probe(self.lab.topology.guest.ip, 2.0, until_reply=True)
@@ -662,25 +679,12 @@ class MigrationScenario:
         if inject and inject.split_brain:
             self.step(f"negative control: resuming the source on {src.name} (split brain)")
             self.lab.call(src.name, VmCont())
-        targets = {
-            s.ident: (
-                cast(LoadStatus, before[s.ident].last).passes
-                if s.ident in before and before[s.ident].last
-                else 0
-            )
-            + p.passes_after
-            for s in self.specs
-        }
         with ThreadPoolExecutor(2) as pool:
             old_route = pool.submit(self.probe_old_route, src, dst, switched is not None)
-            passes = pool.submit(
-                self.lab.call,
-                dst.name,
-                WaitLoadPasses(targets, timeout=p.passes_after * p.pass_wait),
-            )
+            passes = pool.submit(self.wait_passes_after_resume, dst, index, src_text)
             sent, replies = old_route.result()
             try:
-                after_text = passes.result().text
+                at_switchover, after_text = passes.result()
             except AgentError as exc:
                 if exc.kind != "timeout":
                     raise
@@ -688,6 +692,7 @@ class MigrationScenario:
                 # observation: its passes stay short, and load-stale says so
                 self.step(f"{what}: the loads did not complete their passes: {exc.info.message}")
                 after_text = self.lab.call(dst.name, ConsoleRead()).text
+                at_switchover = switchover_passes(src_text, "")
         self.lab.call(src.name, VmStop())  # frees the source's tap for a trip back
         network = NetworkObservation(
             resumed.at, switched, first_reply, kernel_ms, src.name, sent, replies
@@ -705,7 +710,7 @@ class MigrationScenario:
                     bl.stale if bl else 0,
                     # no line on the destination: no progress from where the source paused
                     al.stale if al else (bl.stale if bl else 0),
-                    bl.passes if bl else 0,
+                    at_switchover.get(spec.ident, 0),
                     al.passes if al else (bl.passes if bl else 0),
                     al.checked if al else 0,
                     a.stale_pages if a else [],
@@ -738,6 +743,39 @@ class MigrationScenario:
             f"{sum(x.new_stale for x in loads)}"
         )
         return hop
+
+    def wait_passes_after_resume(
+        self, dst: Node, index: int, src_text: str
+    ) -> tuple[dict[str, int], str]:
+        """Wait until every load has completed ``passes_after`` passes after the resume.
+
+        A status line that the guest wrote just before the switchover may still sit in
+        its tty when it pauses, and reach the console only from the destination: counted
+        from the source's last line, it could end the wait before a single pass had run
+        on the destination.  So the passes are counted from the shell's mark, printed
+        after the resume: lines before it (on the source, or in flight) give the passes
+        at the switchover.  Returns those, and the destination's console up to the end
+        of the wait."""
+        mark = self.lab.call(
+            dst.name,
+            ConsoleWaitFor(f"{RESUMED_MARK}{index + 1}(?!\\d)", timeout=RESUMED_MARK_WAIT),
+        )
+        found = re.search(f"{RESUMED_MARK}{index + 1}(?!\\d)", mark.text)
+        assert found is not None  # the agent matched it
+        before_mark = mark.text[: found.end()]
+        at_switchover = switchover_passes(src_text, before_mark)
+        targets = {
+            s.ident: at_switchover.get(s.ident, 0) + self.params.passes_after for s in self.specs
+        }
+        after = self.lab.call(
+            dst.name,
+            WaitLoadPasses(
+                targets,
+                offset=mark.start + len(before_mark.encode()),
+                timeout=self.params.passes_after * self.params.pass_wait,
+            ),
+        )
+        return at_switchover, before_mark + after.text
 
     def probe_old_route(self, src: Node, dst: Node, switched: bool) -> tuple[int, int]:
         """Through the NFS server's old route (to the source board) the migrated guest

@@ -27,6 +27,7 @@ from testbed.loads import (
     parse_load_output,
     pass_seconds,
 )
+from testbed.scenarios.migration import switchover_passes
 from tests.unit.guest_programs import compile_program
 
 PAGE = 4096
@@ -426,3 +427,33 @@ def test_parse_load_output_without_loads() -> None:
     assert parse_load_output("guest# ls\n[    0.000000] Booting Linux\n") == {}
     log = parse_load_output("tbload[x]: mode=hot written=1 checked=0 stale=0 passes=0 overruns=0")
     assert log["x"].last == log["x"].statuses[0] and log["x"].summary is None
+
+
+# --- the passes at the switchover: the source's console, and what arrived before the mark ---
+def hot_line(passes: int) -> str:
+    return f"tbload[hot]: mode=hot written=1 checked=1 stale=0 passes={passes} overruns=0\n"
+
+
+def dirtyram_line(passes: int) -> str:
+    return f"dirtyram: bursts=9 written=1 checked=1 stale=0 passes={passes} overruns=0\n"
+
+
+def test_a_line_in_flight_at_the_pause_counts_for_the_switchover() -> None:
+    # the source's console ends at 10 passes; the line written at 14, still in the guest's
+    # tty when it paused, is the destination's first: the wait counts from 14, not 10
+    src = hot_line(9) + hot_line(10)
+    before_mark = hot_line(14) + "guest# echo testbed-resumed-$((1))\ntestbed-resumed-1"
+    assert switchover_passes(src, before_mark) == {"hot": 14}
+
+
+def test_without_lines_before_the_mark_the_source_tells() -> None:
+    src = hot_line(10) + dirtyram_line(3)
+    assert switchover_passes(src, "testbed-resumed-1") == {"hot": 10, "dirtyram": 3}
+    assert switchover_passes(src, "") == {"hot": 10, "dirtyram": 3}
+
+
+def test_a_load_seen_only_before_the_mark_and_none_at_all() -> None:
+    assert switchover_passes("", dirtyram_line(5)) == {"dirtyram": 5}
+    assert switchover_passes("", "") == {}
+    # an older line on the destination never lowers the count
+    assert switchover_passes(hot_line(20), hot_line(19)) == {"hot": 20}
