@@ -660,8 +660,6 @@ class MigrationScenario:
                 dst.name,
                 ConsoleSend(f"date -s @$(( $(date +%s) + {inject.time_jump} )) >/dev/null\n"),
             )
-        # the shell prints a mark: every load line after it was written after the resume
-        self.lab.call(dst.name, ConsoleSend(f"echo {RESUMED_MARK}$(({index + 1}))\n"))
         if inject and inject.no_route_switch:
             probe = self.lab.call(
                 self.lab.topology.nfs.name, Probe(self.lab.topology.guest.ip, 2.0, until_reply=True)
@@ -679,6 +677,9 @@ class MigrationScenario:
         if inject and inject.split_brain:
             self.step(f"negative control: resuming the source on {src.name} (split brain)")
             self.lab.call(src.name, VmCont())
+        # the shell prints a mark: every load line after it was written after the resume
+        # (typed after the switch, which must follow the resume at once)
+        self.lab.call(dst.name, ConsoleSend(f"echo {RESUMED_MARK}$(({index + 1}))\n"))
         with ThreadPoolExecutor(2) as pool:
             old_route = pool.submit(self.probe_old_route, src, dst, switched is not None)
             passes = pool.submit(self.wait_passes_after_resume, dst, index, src_text)
