@@ -168,6 +168,7 @@ class Agent:
         self.machines: dict[str, Machine] = {}
         self.digests: dict[str, RamDigest] = {}  # the last ram.dump of each VM
         self.dumps: dict[str, ramdump.KeptDump] = {}  # RAM kept in a file, for page reads
+        self.keeping = asyncio.Lock()
         self.helpers: dict[str, helper_mod.Helper] = {}
         self.sessions: set[Session] = set()
 
@@ -743,18 +744,19 @@ async def _ram_dump(agent: Agent, session: Session, request: RamDump, emit: Emit
 async def _kept(agent: Agent, name: str) -> ramdump.KeptDump:
     """The RAM digested by the last ram.dump, kept in a file (dumped again on first use:
     only a comparison that found a difference, or a negative control, reads pages)."""
-    kept = agent.dumps.get(name)
-    if kept is not None:
+    async with agent.keeping:  # one file dump at a time: they share the VM's ram.elf
+        kept = agent.dumps.get(name)
+        if kept is not None:
+            return kept
+        digest = agent.digests.get(name)
+        if digest is None:
+            raise UserError(f"no RAM dump of {name!r} is kept", "dump it first (ram.dump)")
+        kept = await ramdump.keep(agent.machine(name), digest)
+        if agent.digests.get(name) is not digest:  # dropped or dumped again meanwhile
+            kept.close()
+            raise UserError(f"the RAM dump of {name!r} was dropped meanwhile", "dump it again")
+        agent.dumps[name] = kept
         return kept
-    digest = agent.digests.get(name)
-    if digest is None:
-        raise UserError(f"no RAM dump of {name!r} is kept", "dump it first (ram.dump)")
-    kept = await ramdump.keep(agent.machine(name), digest)
-    if agent.digests.get(name) is not digest:  # dropped or dumped again meanwhile
-        kept.close()
-        raise UserError(f"the RAM dump of {name!r} was dropped meanwhile", "dump it again")
-    agent.dumps[name] = kept
-    return kept
 
 
 @handles(RamPageDigest)
@@ -811,8 +813,8 @@ async def _ram_poke(agent: Agent, session: Session, request: RamPoke, emit: Emit
         finally:
             gdb.close()
 
+    agent.drop_dump(request.name)  # its RAM will not be what was digested (even if it fails)
     await asyncio.to_thread(write)
-    agent.drop_dump(request.name)  # its RAM is not what was digested any more
     return Poked(request.page, hex(address), len(data), before, await machine.status())
 
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import fcntl
 import hashlib
 import logging
 import os
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator
@@ -37,6 +39,10 @@ BLOCK = 1 << 20
 PT_LOAD = 1
 ELF_HEADER = 64  # bytes of an ELF64 header; an ELF32 header is shorter
 F_SETPIPE_SZ = 1031  # fcntl: a 1 MiB pipe lets QEMU write a whole block at once
+
+
+class DumpEndedEarly(ValueError):
+    """The dump's stream ended before all of guest RAM (QEMU failed, or was killed)."""
 
 
 class DumpLayoutError(ValueError):
@@ -137,7 +143,7 @@ def stream_block_digests(stream: Readable, size: int) -> bytes:
     if end > got:
         extra = bytearray(end - got)
         if _read_into(stream, memoryview(extra)) < len(extra):
-            raise ValueError("the dump ended in its program headers")
+            raise DumpEndedEarly("the dump ended in its program headers")
         header += bytes(extra)
     position = max(end, got)
     spans = ram_spans(load_segments(header), size)
@@ -147,11 +153,12 @@ def stream_block_digests(stream: Readable, size: int) -> bytes:
             raise DumpLayoutError("guest RAM is not in the dump in one ascending run")
         ram = stop
     digests = bytearray()
+    scratch = memoryview(bytearray(1 << 16))  # what lies between spans: never into a block
     for start, stop, offset in spans:
         while position < offset:  # notes and anything else between the RAM segments
-            n = _read_into(stream, view[: min(BLOCK, offset - position)])
+            n = _read_into(stream, scratch[: min(len(scratch), offset - position)])
             if not n:
-                raise ValueError(f"the dump ended at byte {position}, before guest RAM")
+                raise DumpEndedEarly(f"the dump ended at byte {position}, before guest RAM")
             position += n
         ram = start
         while ram < stop:
@@ -160,7 +167,9 @@ def stream_block_digests(stream: Readable, size: int) -> bytes:
             fill = ram % BLOCK
             n = _read_into(stream, view[fill : fill + block_end - ram])
             if n < block_end - ram:
-                raise ValueError(f"the dump ended at guest RAM offset {ram + n:#x} of {size:#x}")
+                raise DumpEndedEarly(
+                    f"the dump ended at guest RAM offset {ram + n:#x} of {size:#x}"
+                )
             ram, position = block_end, position + n
             if ram % BLOCK == 0 or ram == size:
                 digests += hashlib.sha256(view[: (ram - 1) % BLOCK + 1]).digest()[:8]
@@ -300,8 +309,21 @@ async def _dump_streamed(machine: Machine) -> bytes:
     os.mkfifo(fifo, 0o600)
     try:
         reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-        keeper = os.open(fifo, os.O_WRONLY)
-        hashing = asyncio.ensure_future(asyncio.to_thread(_digest_fifo, reader, size))
+        try:
+            keeper = os.open(fifo, os.O_WRONLY)
+        except BaseException:
+            os.close(reader)
+            raise
+        digests: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+
+        def work() -> None:  # owns the reader from here on, whatever happens to us
+            try:
+                digests.set_result(_digest_fifo(reader, size))
+            except BaseException as exc:
+                digests.set_exception(exc)
+
+        threading.Thread(target=work, name=f"ram-digest-{machine.name}", daemon=True).start()
+        hashing = asyncio.wrap_future(digests)
         failure: Exception | None = None
         try:
             await machine.execute(
@@ -313,8 +335,8 @@ async def _dump_streamed(machine: Machine) -> bytes:
         finally:
             os.close(keeper)
             await asyncio.wait([hashing])  # the thread ends at the stream's end
-        if isinstance(hashing.exception(), DumpLayoutError) or failure is None:
-            return hashing.result()
+        if failure is None or not isinstance(hashing.exception(), (DumpEndedEarly, type(None))):
+            return hashing.result()  # the digests, or why the stream could not be hashed
         raise failure  # QEMU's own reason beats "the stream ended early"
     finally:
         with contextlib.suppress(FileNotFoundError):

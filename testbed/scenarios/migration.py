@@ -764,6 +764,8 @@ class MigrationScenario:
         found = re.search(f"{RESUMED_MARK}{index + 1}(?!\\d)", mark.text)
         assert found is not None  # the agent matched it
         before_mark = mark.text[: found.end()]
+        # in bytes, counted back from the end (the text was decoded with replacements)
+        cut = mark.end - len(mark.text[found.end() :].encode())
         at_switchover = switchover_passes(src_text, before_mark)
         targets = {
             s.ident: at_switchover.get(s.ident, 0) + self.params.passes_after for s in self.specs
@@ -772,7 +774,7 @@ class MigrationScenario:
             dst.name,
             WaitLoadPasses(
                 targets,
-                offset=mark.start + len(before_mark.encode()),
+                offset=cut,
                 timeout=self.params.passes_after * self.params.pass_wait,
             ),
         )

@@ -206,11 +206,12 @@ PT_NOTE = 4
 
 
 def elf_dump(
-    pieces: list[tuple[int, bytes]], bits: int = 64, notes: bytes = b"NOTE" * 100
+    pieces: list[tuple[int, bytes]], bits: int = 64, notes: bytes = b"NOTE" * 100, gap: int = 0
 ) -> bytes:
     """An ELF core as ``dump-guest-memory`` writes one: the ELF header, the program
     headers (a PT_NOTE, then one PT_LOAD per (guest-physical address, bytes) piece), the
-    notes, then the pieces in the order given."""
+    notes, then the pieces in the order given (``gap`` bytes of 0xee between them, in no
+    segment)."""
     if bits == 64:
         ehsize, phentsize, phdr = 64, 56, "<IIQQQQQQ"
     else:
@@ -223,7 +224,8 @@ def elf_dump(
     else:
         headers.append(struct.pack(phdr, PT_NOTE, offset, 0, 0, len(notes), len(notes), 0, 0))
     offset += len(notes)
-    for paddr, data in pieces:
+    for number, (paddr, data) in enumerate(pieces):
+        offset += gap if number else 0
         if bits == 64:
             headers.append(struct.pack(phdr, 1, 0, offset, paddr, paddr, len(data), len(data), 0))
         else:
@@ -239,7 +241,8 @@ def elf_dump(
             "<HHIIIIIHHHHHH", 4, 40, 1, 0, ehsize, 0, 0, ehsize, phentsize, phnum, 0, 0, 0
         )
     assert len(header) == ehsize
-    return header + b"".join(headers) + notes + b"".join(data for _, data in pieces)
+    between = b"\xee" * gap
+    return header + b"".join(headers) + notes + between.join(data for _, data in pieces)
 
 
 class Trickle(io.RawIOBase):
@@ -313,3 +316,12 @@ def test_a_dump_that_covers_less_than_the_ram_is_refused() -> None:
     data = ram(2)
     with pytest.raises(RuntimeError, match="covers 1048576 of the 2097152 bytes"):
         streamed(elf_dump([(RAM_BASE, bytes(data[:BLOCK]))]), len(data))
+
+
+def test_bytes_between_segments_never_enter_a_block_half_read() -> None:
+    # RAM in two segments split inside MiB 1, with bytes between them in the file
+    data = ram(2)
+    cut = BLOCK + BLOCK // 2
+    pieces = [(RAM_BASE, bytes(data[:cut])), (RAM_BASE + cut, bytes(data[cut:]))]
+    for gap in (PAGE, 3 * BLOCK // 2):
+        assert streamed(elf_dump(pieces, gap=gap), len(data)) == block_digests(data)
