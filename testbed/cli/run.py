@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -15,6 +16,9 @@ from testbed.cli.output import err, out, print_json, table, verdict_text
 from testbed.config import DEFAULT_LAB, DEFAULT_SUITE, SUITES
 from testbed.errors import UserError
 from testbed.node.accel import ACCELS
+
+if TYPE_CHECKING:
+    from testbed.scenarios.common import CleanupReport
 
 KNOWN_DEFECT_EXIT = 0  # known defects exit 0 unless --strict
 
@@ -358,7 +362,9 @@ def cmd_all(args: argparse.Namespace) -> int:
     return max(exit_code(v, args.strict) for v in verdicts)
 
 
-def _one_lab(args: argparse.Namespace, first_arch: str) -> Any:
+def _one_lab(
+    args: argparse.Namespace, first_arch: str
+) -> AbstractContextManager[list[CleanupReport]]:
     """The lab every run of ``run all`` shares: up once, down at the end if created here."""
     from testbed import docker_client
     from testbed.platforms import board_privileges_for

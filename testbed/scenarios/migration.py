@@ -600,15 +600,8 @@ class MigrationScenario:
             if status == "running":
                 before = self.lab.call(src.name, ConsoleRead()).text
                 base = parse_load_output(before)
-                targets = {
-                    s.ident: (
-                        cast(LoadStatus, base[s.ident].last).passes
-                        if s.ident in base and base[s.ident].last
-                        else 0
-                    )
-                    + 1
-                    for s in self.specs
-                }
+                at_failure = switchover_passes(before, "")
+                targets = {s.ident: at_failure.get(s.ident, 0) + 1 for s in self.specs}
                 after = self.lab.call(
                     src.name,
                     WaitLoadPasses(
@@ -757,11 +750,9 @@ class MigrationScenario:
         after the resume: lines before it (on the source, or in flight) give the passes
         at the switchover.  Returns those, and the destination's console up to the end
         of the wait."""
-        mark = self.lab.call(
-            dst.name,
-            ConsoleWaitFor(f"{RESUMED_MARK}{index + 1}(?!\\d)", timeout=RESUMED_MARK_WAIT),
-        )
-        found = re.search(f"{RESUMED_MARK}{index + 1}(?!\\d)", mark.text)
+        pattern = f"{RESUMED_MARK}{index + 1}(?!\\d)"
+        mark = self.lab.call(dst.name, ConsoleWaitFor(pattern, timeout=RESUMED_MARK_WAIT))
+        found = re.search(pattern, mark.text)
         assert found is not None  # the agent matched it
         before_mark = mark.text[: found.end()]
         # in bytes, counted back from the end (the text was decoded with replacements)
