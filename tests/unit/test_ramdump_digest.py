@@ -89,6 +89,17 @@ def dump_with(aligned: list[int], unaligned: list[int], pages: int = 16) -> Kept
     return kept_of(data)
 
 
+MADE: list[KeptDump] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_made_dumps() -> Any:
+    """Every dump file a test made goes with the test, whatever it asserted."""
+    yield
+    while MADE:
+        MADE.pop().close()
+
+
 def kept_of(data: bytearray) -> KeptDump:
     """A dump file as QEMU writes one: a header, then guest RAM as one segment, here split
     in two segments out of order, to exercise the mapping."""
@@ -101,7 +112,9 @@ def kept_of(data: bytearray) -> KeptDump:
         Segment(64 + len(data) - half, RAM_BASE, half),
         Segment(64, RAM_BASE + half, len(data) - half),
     ]
-    return KeptDump(Path(name), len(data), segments)
+    kept = KeptDump(Path(name), len(data), segments)
+    MADE.append(kept)
+    return kept
 
 
 def test_kept_dump_reads_across_segments_and_its_file_goes_with_it() -> None:
