@@ -14,7 +14,8 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import docker
 
@@ -23,6 +24,7 @@ from testbed.arch import get_arch
 from testbed.checks.base import CheckResult, VerdictKind
 from testbed.checks.shmem import ShmemObservations, judge
 from testbed.errors import Interrupted, UserError
+from testbed.lab.agent_client import AgentError
 from testbed.lab.lab import Lab
 from testbed.matrix.records import Cell
 from testbed.node.accel import ACCELS
@@ -32,6 +34,7 @@ from testbed.protocol import (
     ConsoleRun,
     ConsoleSend,
     ConsoleWaitFor,
+    HelperExit,
     HelperSignal,
     HelperStart,
     HelperWait,
@@ -55,8 +58,10 @@ from testbed.scenarios.common import (
     fault_text,
     node_died,
 )
+from testbed.wait import WaitAborted, wait_until
 
 LOG = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SHM_PATH = "/dev/shm/aeshmem"
 WORK = "/run/testbed/replica"
@@ -294,25 +299,68 @@ class ShmemScenario:
             killer = threading.Timer(wait, self.restart_daemon, args=(remote,))
             killer.start()
         try:
-            self.lab.call(
-                self.board,
-                ConsoleWaitFor("tstaeshm: summary", offset=offset, timeout=p.duration + 120),
-            )
+            self.wait_program(offset, remote)
         finally:
             if p.restart_daemon_after is not None:
                 killer.join()
         stopped = time.monotonic()
         self.guest_summary = _summary(self.lab.call(self.board, ConsoleRead(offset=offset)).text)
         self.step("the guest program stopped; waiting for the daemon's last round")
-        done = self.lab.call(self.board, HelperWait("replicate", timeout=60))
+        done = self.wait_daemon(remote)
         self.stop_to_exit = round(time.monotonic() - stopped, 2)
-        if done.running:
-            raise TimeoutError(f"the daemon did not end within 60 s: {done.log_tail}")
         result = self.lab.call(self.board, ReadFile(RESULT))
         if not result.exists:
             tail = done.log_tail or "no output"
             raise ObservedFault(f"the daemon exited ({done.exit_code}) without a result: {tail}")
         return codec.from_json(ReplicationReport, codec.json_loads(result.text))
+
+    # With a remote receiver, the waits below go in 1 s slices and look at the receiver
+    # between them: a receiver that dies never resets the daemon's connection (its end
+    # vanishes with its container), so the daemon would sit out its socket timeout with
+    # the guest paused for a checkpoint, and the guest program would not end either.
+    def wait_program(self, offset: int, remote: str | None) -> None:
+        """Until the guest program prints its summary."""
+        wanted = ConsoleWaitFor(
+            "tstaeshm: summary", offset=offset, timeout=self.params.duration + 120
+        )
+        if remote is None:
+            self.lab.call(self.board, wanted)
+            return
+
+        def summary() -> bool | None:
+            try:
+                self.lab.call(self.board, replace(wanted, timeout=1))
+            except AgentError as exc:
+                if exc.kind != "timeout":
+                    raise
+                return None
+            return True
+
+        self.watching_receiver(summary, "the guest program's summary", wanted.timeout)
+
+    def wait_daemon(self, remote: str | None) -> HelperExit:
+        """The daemon's exit, after its last round."""
+        if remote is None:
+            done = self.lab.call(self.board, HelperWait("replicate", timeout=60))
+            if done.running:
+                raise TimeoutError(f"the daemon did not end within 60 s: {done.log_tail}")
+            return done
+
+        def ended() -> HelperExit | None:
+            done = self.lab.call(self.board, HelperWait("replicate", timeout=1))
+            return None if done.running else done
+
+        return self.watching_receiver(ended, "the daemon's exit", 60)
+
+    def watching_receiver(self, check: Callable[[], T | None], what: str, timeout: float) -> T:
+        def receiver_gone() -> str | None:
+            dead = node_died(self.lab, self.peer)
+            return None if dead is None else f"receiver {self.peer}: {dead}"
+
+        try:
+            return wait_until(check, what=what, timeout=timeout, gone=receiver_gone, interval=0)
+        except WaitAborted as exc:
+            raise ObservedFault(exc.why) from None
 
     def restart_daemon(self, remote: str | None) -> None:
         self.step("killing the daemon (SIGKILL) and starting a new one")
