@@ -22,3 +22,9 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, summary: str) -> None:
         super().__init__(summary)
         self.summary = summary
+
+
+class Cancelled(KeyboardInterrupt):
+    """A run told to stop by the command that runs it beside another (``run all`` after
+    its Ctrl-C): raised from the run's agent calls, in the run's own thread, so that the
+    run cleans up exactly as after a Ctrl-C of its own."""

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
-
 from testbed import codec
-from testbed.cli.output import err, out, print_json
+from testbed.cli.output import err, migration_progress, out, print_json, show_sample
 from testbed.config import DEFAULT_LAB
 from testbed.errors import UserError
 
@@ -68,24 +66,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             raise UserError(f"--bandwidth: {exc}") from None
     lab = _lab(args)
     _ = lab.topology  # a clear error when the lab is not up
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as progress:
+    with migration_progress() as progress:
         task = progress.add_task(f"{args.src} -> {args.dst}", total=None, detail="")
 
         def on_sample(s: MigrationSample) -> None:
-            progress.update(
-                task,
-                completed=s.transferred,
-                total=max(s.total, s.transferred) or None,
-                detail=f"{s.status} {s.mbps:.0f} Mbit/s, round {s.dirty_sync_count}",
-            )
+            show_sample(progress, task, s)
 
         result = migrate(
             lab,

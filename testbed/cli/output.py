@@ -5,10 +5,21 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from testbed.protocol import MigrationSample
 
 # Written to a file or a pipe (CI logs, `| tee`), rich would assume 80 columns and cut the
 # tables' cells short with an ellipsis: there, lines may be as long as their content.
@@ -48,3 +59,23 @@ def verdict_text(verdict: str) -> str:
         "fail": "[red]FAIL[/red]",
         "known-defect": "[yellow]KNOWN DEFECT[/yellow]",
     }.get(verdict, verdict)
+
+
+def migration_progress(transferred: bool = True) -> Progress:
+    """The display of running migrations on standard error: a bar per task, with the
+    bytes transferred (``transferred``), a ``detail`` field and the time elapsed."""
+    columns = [TextColumn("[bold]{task.description}"), BarColumn()]
+    if transferred:
+        columns.append(DownloadColumn())
+    columns += [TextColumn("{task.fields[detail]}"), TimeElapsedColumn()]
+    return Progress(*columns, console=err, transient=True)
+
+
+def show_sample(progress: Progress, task: TaskID, sample: MigrationSample) -> None:
+    """A migration's progress event on its bar: bytes sent, rate, dirty-sync round."""
+    progress.update(
+        task,
+        completed=sample.transferred,
+        total=max(sample.total, sample.transferred) or None,
+        detail=f"{sample.status} {sample.mbps:.0f} Mbit/s, round {sample.dirty_sync_count}",
+    )

@@ -5,19 +5,27 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import threading
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
-
 from testbed import codec
 from testbed.arch import ARCHES
-from testbed.cli.output import err, out, print_json, table, verdict_text
+from testbed.cli.output import (
+    err,
+    migration_progress,
+    out,
+    print_json,
+    show_sample,
+    table,
+    verdict_text,
+)
 from testbed.config import DEFAULT_LAB, DEFAULT_SUITE, SUITES
 from testbed.errors import UserError
 from testbed.node.accel import ACCELS
 
 if TYPE_CHECKING:
+    from testbed.privileges import Privileges
     from testbed.scenarios.common import CleanupReport
 
 KNOWN_DEFECT_EXIT = 0  # known defects exit 0 unless --strict
@@ -123,15 +131,7 @@ def _run_migration(params: Any, report: str | None) -> Any:
     from testbed.scenarios.migration import MigrationScenario
 
     client = docker_client.connect()
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as progress:
+    with migration_progress() as progress:
         task = progress.add_task(f"migration {params.arch}", total=None, detail="", visible=False)
 
         def on_step(text: str) -> None:
@@ -300,16 +300,32 @@ def cmd_shmem(args: argparse.Namespace) -> int:
 
 
 def cmd_all(args: argparse.Namespace) -> int:
-    """Every seed procedure with the seed's own loads, on both guest architectures."""
+    """Every seed procedure with the seed's own loads, on both guest architectures: the
+    two migrations one after the other beside the two shared-memory runs (their guest is
+    named "shmem", so that it and a migration's guest can share a board), unless the two
+    architectures need different board privileges (KVM for one only): then one by one."""
+    from dataclasses import replace
+
+    from testbed import docker_client
+    from testbed.platforms import board_privileges_for
+
     _prepare(args)
-    plans: list[tuple[str, Any]] = [("migration", _migration_params(args, a)) for a in ARCHES]
-    plans += [("shmem", _shmem_params(args, a, args.workload)) for a in ARCHES]
-    results = []
-    with _one_lab(args, plans[0][1].arch) as ended:
-        for scenario, params in plans:
-            err.print(f"[bold]{scenario} {params.arch}[/bold]")
-            run = _run_migration if scenario == "migration" else _run_shmem
-            results.append(run(params, args.report))
+    migrations = [_migration_params(args, a) for a in ARCHES]
+    shmems = [replace(_shmem_params(args, a, args.workload), vm="shmem") for a in ARCHES]
+    client = docker_client.connect()
+    privileges = [board_privileges_for(client, args.accel, a, args.qemu_suite)[0] for a in ARCHES]
+    beside = all(p == privileges[0] for p in privileges)
+    with _one_lab(args, privileges[0]) as ended:
+        if beside:
+            results = _run_beside(migrations, shmems, args.report)
+        else:
+            results = []
+            for params in migrations:
+                err.print(f"[bold]migration {params.arch}[/bold]")
+                results.append(_run_migration(params, args.report))
+            for params in shmems:
+                err.print(f"[bold]shmem {params.arch}[/bold]")
+                results.append(_run_shmem(params, args.report))
     cleanup = ended[0].summary()
     if args.report:
         from testbed.report.writer import write_report
@@ -363,19 +379,14 @@ def cmd_all(args: argparse.Namespace) -> int:
 
 
 def _one_lab(
-    args: argparse.Namespace, first_arch: str
+    args: argparse.Namespace, privileges: Privileges
 ) -> AbstractContextManager[list[CleanupReport]]:
     """The lab every run of ``run all`` shares: up once, down at the end if created here."""
     from testbed import docker_client
-    from testbed.platforms import board_privileges_for
     from testbed.scenarios.common import LabRun, shared_lab
 
-    client = docker_client.connect()
-    # the first run's privileges (where KVM runs one arch only, a run of the other heals
-    # the boards to its own)
-    privileges, _ = board_privileges_for(client, args.accel, first_arch, args.qemu_suite)
     hold = LabRun(
-        client,
+        docker_client.connect(),
         args.lab,
         args.topology,
         args.qemu_suite,
@@ -384,6 +395,68 @@ def _one_lab(
     )
     err.print(f"  lab {args.lab}: up for every run")
     return shared_lab(hold, args.bandwidth, privileges)
+
+
+def _run_beside(migrations: list[Any], shmems: list[Any], report: str | None) -> list[Any]:
+    """The migrations' track and the shared-memory track at once, on one display: a line
+    per step, named by its run, and a bar per track."""
+    from testbed import docker_client
+    from testbed.protocol import MigrationSample
+    from testbed.scenarios.beside import run_tracks
+    from testbed.scenarios.migration import MigrationScenario
+    from testbed.scenarios.shmem import ShmemScenario
+
+    client = docker_client.connect()
+    with migration_progress(transferred=False) as progress:
+
+        def track_of(name: str) -> Any:
+            return progress.add_task(name, total=None, detail="")
+
+        def stepper(task: Any, name: str) -> Any:
+            def on_step(text: str) -> None:
+                progress.update(task, description=name, detail=text[:60], total=None)
+                progress.console.print(f"  [{name}] {text}", highlight=False, markup=False)
+
+            return on_step
+
+        def migration(params: Any, task: Any) -> Any:
+            name = f"migration {params.arch}"
+            step = stepper(task, name)
+
+            def on_progress(s: MigrationSample) -> None:
+                show_sample(progress, task, s)
+
+            def run(cancel: threading.Event) -> Any:
+                scenario = MigrationScenario(client, params, step, on_progress, beside=cancel)
+                return _reported(scenario.run(), scenario.artifacts, report)
+
+            return run
+
+        def shmem(params: Any, task: Any) -> Any:
+            step = stepper(task, f"shmem {params.arch}")
+
+            def run(cancel: threading.Event) -> Any:
+                scenario = ShmemScenario(client, params, step, beside=cancel)
+                return _reported(scenario.run(), scenario.artifacts, report)
+
+            return run
+
+        first = track_of(f"migration {migrations[0].arch}")
+        second = track_of(f"shmem {shmems[0].arch}")
+        return run_tracks(
+            [
+                [migration(params, first) for params in migrations],
+                [shmem(params, second) for params in shmems],
+            ]
+        )
+
+
+def _reported(result: Any, artifacts: dict[str, str], report: str | None) -> Any:
+    if report:
+        from testbed.scenarios.records import write_run_report
+
+        write_run_report(report, result, artifacts)
+    return result
 
 
 def _attach(args: argparse.Namespace, socket_name: str, what: str) -> int:

@@ -23,7 +23,7 @@ from docker.utils.socket import SocketError, next_frame_header, read_exactly
 
 from testbed import codec, protocol
 from testbed.codec import Json
-from testbed.errors import UserError
+from testbed.errors import Cancelled, UserError
 from testbed.protocol import ErrorInfo, Goodbye, Hello, HelloReply, Request, SessionEnd
 
 LOG = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ LOG = logging.getLogger(__name__)
 R = TypeVar("R")
 EventCallback = Callable[[Json], None]
 STDOUT, STDERR = 1, 2
+CANCEL_SLICE_S = 0.2  # how soon a cancelled run's pending call gives up
 
 
 class AgentError(Exception):
@@ -67,9 +68,15 @@ class AgentClient:
     _ids = itertools.count(1)
 
     def __init__(
-        self, client: docker.DockerClient, container_id: str, node: str, who: str = "testbed"
+        self,
+        client: docker.DockerClient,
+        container_id: str,
+        node: str,
+        who: str = "testbed",
+        cancel: threading.Event | None = None,
     ) -> None:
         self.api = client.api
+        self.cancel = cancel  # once set, calls other than goodbye raise Cancelled
         self.container_id = container_id
         self.node = node
         self.who = who
@@ -180,6 +187,9 @@ class AgentClient:
     ) -> R:
         request_id = next(self._ids)
         started = time.monotonic()
+        cancellable = self.cancel is not None and not isinstance(request, Goodbye)
+        if cancellable and self.cancel is not None and self.cancel.is_set():
+            raise Cancelled(f"{self.node}: {request.OP} not sent, the run was cancelled")
         pending = _Pending(on_event)
         with self._lock:
             if self._lost is not None:
@@ -199,16 +209,47 @@ class AgentClient:
         except OSError as exc:
             self._fail_all(str(exc))
         try:
-            result = pending.future.result(timeout)
-        except FutureTimeout:
+            result = self._answer(pending, request, started, timeout, cancellable)
+        except (TimeoutError, Cancelled):
             with self._lock:
-                self._pending.pop(request_id, None)
-            raise TimeoutError(
-                f"{self.node}: no answer to {request.OP} within {timeout:.0f} s"
-            ) from None
+                self._pending.pop(request_id, None)  # its answer, if any, is dropped
+            raise
         finally:
             LOG.debug("%s: %s took %.3f s", self.node, request.OP, time.monotonic() - started)
         return cast(R, codec.from_json(request.RESULT, result))  # RESULT is R's class
+
+    def _answer(
+        self,
+        pending: _Pending,
+        request: Request[R],
+        started: float,
+        timeout: float | None,
+        cancellable: bool,
+    ) -> Json:
+        """The request's answer; a cancellable one is waited for in slices, between which
+        the cancel event is looked at."""
+        if not cancellable:
+            try:
+                return pending.future.result(timeout)
+            except FutureTimeout:
+                raise TimeoutError(
+                    f"{self.node}: no answer to {request.OP} within {timeout:.0f} s"
+                ) from None
+        assert self.cancel is not None
+        deadline = None if timeout is None else started + timeout
+        while True:
+            left = CANCEL_SLICE_S if deadline is None else deadline - time.monotonic()
+            try:
+                return pending.future.result(max(0.0, min(CANCEL_SLICE_S, left)))
+            except FutureTimeout:
+                if self.cancel.is_set():
+                    raise Cancelled(
+                        f"{self.node}: {request.OP} abandoned, the run was cancelled"
+                    ) from None
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(
+                        f"{self.node}: no answer to {request.OP} within {timeout:.0f} s"
+                    ) from None
 
     def close(self, end_session: bool = True, timeout: float = 60.0) -> SessionEnd | None:
         """End the session (the agent stops what it started and was not released) and

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -83,8 +84,10 @@ class Lab:
         topology: Topology | None = None,
         suite: str = images.DEFAULT_SUITE,
         who: str | None = None,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.client = client
+        self.cancel = cancel  # set: this object's agent calls raise Cancelled
         self.name = check_lab_name(name)
         self.names = LabNames(self.name)
         self.docker = DockerLab(client, self.names)
@@ -207,6 +210,16 @@ class Lab:
         self.created = self.created or created_here
         return self.status()
 
+    def require_up(self) -> LabStatus:
+        """The lab as it is, refused unless it is up and healthy (nothing is changed)."""
+        status = self.status()
+        if not status.healthy:
+            raise UserError(
+                f"lab {self.name!r} is not up and healthy",
+                f"bring it up with `testbed up --lab {self.name}`",
+            )
+        return status
+
     def _configure(self, node: Node, bandwidth: str | None, step: StepCallback) -> None:
         config = NetConfig(
             taps=[TapSpec(t.name, t.address, t.mac) for t in node.taps],
@@ -243,7 +256,7 @@ class Lab:
         client = self._agents.get(node)
         if client is None or client.lost is not None:
             container = self.container(node)
-            client = AgentClient(self.client, container.id or "", node, self.who)
+            client = AgentClient(self.client, container.id or "", node, self.who, self.cancel)
             try:
                 client.connect()
             except NodeLost as exc:

@@ -6,24 +6,28 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import docker
 
 from testbed import topology
 from testbed.checks.base import CheckResult, VerdictKind, first_failure, verdict_of
 from testbed.cleanup import Removed
-from testbed.errors import Interrupted
+from testbed.errors import Interrupted, UserError
 from testbed.known_defects import KnownDefect, load_defects, match
 from testbed.lab.agent_client import AgentError, NodeLost
 from testbed.lab.lab import Lab
 from testbed.matrix.records import Cell
 from testbed.privileges import Privileges
+from testbed.protocol import ListVms, VmInfo, VmSpec
 
 LOG = logging.getLogger(__name__)
 
 StepCallback = Callable[[str], None]
+NOTHING_CLEANED = "nothing to stop or remove"
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ class CleanupReport:
                 + ", ".join(self.unreachable)
                 + " (their agents stop what this run started when the stream closes)"
             )
-        return "; ".join(parts) if parts else "nothing to stop or remove"
+        return "; ".join(parts) if parts else NOTHING_CLEANED
 
 
 @dataclass(frozen=True)
@@ -140,10 +144,59 @@ class ObservedFault(Exception):
 FAULTS = (NodeLost, AgentError, TimeoutError, ObservedFault)
 
 
+def vm_conflict(running: VmInfo, wanted: VmSpec) -> str | None:
+    """Why a VM already on a board is in the way of starting ``wanted`` there, or None:
+    the same name, tap, shared-memory file, disk, migration port or gdbstub port."""
+    theirs = running.spec
+    if running.name == wanted.name:
+        return f"it is named {wanted.name!r} too"
+    shared = [
+        (wanted.tap, theirs.tap, "it uses tap {}"),
+        (wanted.shm_path, theirs.shm_path, "it maps {}"),
+        (wanted.disk, theirs.disk, "it runs on the disk {}"),
+        (wanted.incoming, theirs.incoming, "it listens on {}"),
+        (wanted.gdb_port, theirs.gdb_port, "its gdbstub has port {}"),
+    ]
+    for mine, its, why in shared:
+        if mine and mine == its:
+            return why.format(mine)
+    return None
+
+
+def refuse_conflicting_vm(lab: Lab, board: str, wanted: VmSpec, lab_name: str) -> None:
+    """A clear refusal, before anything starts, when a guest on ``board`` is in the way."""
+    for vm in lab.call(board, ListVms()).vms:
+        why = vm_conflict(vm, wanted)
+        if why is not None:
+            raise UserError(
+                f"{board} already runs a guest in this run's way ({vm.name}, started by hand "
+                f"or by another run; {why})",
+                f"stop it first: testbed guest stop {board} --lab {lab_name}",
+            )
+
+
+class LabParams(Protocol):
+    """What a run's parameters say about its lab."""
+
+    @property
+    def lab(self) -> str: ...
+    @property
+    def topology_file(self) -> str | None: ...
+    @property
+    def suite(self) -> str: ...
+    @property
+    def keep(self) -> bool: ...
+
+
 class LabRun:
     """A run's hold on a lab: ``up`` brings it up (a healthy lab is reused); ``finish``
     ends the run's agent sessions (each agent stops the VMs and helpers the run started
-    and did not release) and takes the lab down if this run created it, unless kept."""
+    and did not release) and takes the lab down if this run created it, unless kept.
+
+    A run ``beside`` others (``testbed run all``) finds the lab up and leaves its nodes'
+    network alone, which a run beside it may have changed (a migration's route switch);
+    once the ``beside`` event is set, its agent calls raise :class:`Cancelled`, which
+    the run handles as its own Ctrl-C."""
 
     def __init__(
         self,
@@ -153,14 +206,32 @@ class LabRun:
         suite: str,
         keep: bool,
         step: StepCallback,
+        beside: threading.Event | None = None,
     ) -> None:
         topo = topology.load(topology_file) if topology_file else None
-        self.lab = Lab(client, lab, topo, suite)
+        self.lab = Lab(client, lab, topo, suite, cancel=beside)
         self.keep = keep
         self.step = step
         self.kept: list[str] = []
+        self.beside = beside
+
+    @classmethod
+    def of(
+        cls,
+        client: docker.DockerClient,
+        params: LabParams,
+        step: StepCallback,
+        beside: threading.Event | None = None,
+    ) -> LabRun:
+        """The hold a run with these parameters needs."""
+        return cls(
+            client, params.lab, params.topology_file, params.suite, params.keep, step, beside
+        )
 
     def up(self, bandwidth: str | None, privileges: Privileges) -> Lab:
+        if self.beside is not None:
+            self.lab.require_up()
+            return self.lab
         self.lab.up(
             bandwidth=bandwidth,
             on_step=lambda text: LOG.info("%s", text),
@@ -169,25 +240,39 @@ class LabRun:
         return self.lab
 
     def finish(self) -> CleanupReport:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C waits
-        try:
-            stopped: list[str] = []
-            unreachable: list[str] = []
-            for node, ended in self.lab.close().items():
-                if ended is None:
-                    unreachable.append(node)
-                    continue
-                stopped += [f"QEMU {vm!r} on {node}" for vm in ended.stopped_vms]
-                stopped += [f"{helper} on {node}" for helper in ended.stopped_helpers]
-            removed = None
-            if self.lab.created and not self.keep:
-                removed = self.lab.down()
-                unreachable = []  # their containers are gone, and everything in them
-            elif self.lab.created:
-                self.kept.insert(0, f"lab {self.lab.name}")
-            return CleanupReport(stopped, unreachable, removed, self.kept)
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        with second_ctrl_c_waits():
+            return self._finish()
+
+    def _finish(self) -> CleanupReport:
+        stopped: list[str] = []
+        unreachable: list[str] = []
+        for node, ended in self.lab.close().items():
+            if ended is None:
+                unreachable.append(node)
+                continue
+            stopped += [f"QEMU {vm!r} on {node}" for vm in ended.stopped_vms]
+            stopped += [f"{helper} on {node}" for helper in ended.stopped_helpers]
+        removed = None
+        if self.lab.created and not self.keep:
+            removed = self.lab.down()
+            unreachable = []  # their containers are gone, and everything in them
+        elif self.lab.created:
+            self.kept.insert(0, f"lab {self.lab.name}")
+        return CleanupReport(stopped, unreachable, removed, self.kept)
+
+
+@contextlib.contextmanager
+def second_ctrl_c_waits() -> Iterator[None]:
+    """Cleanup that a second Ctrl-C must not cut short (only the main thread gets SIGINT;
+    elsewhere there is nothing to hold off)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager

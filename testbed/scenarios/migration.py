@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -60,7 +61,6 @@ from testbed.protocol import (
     ConsoleSend,
     ConsoleWaitFor,
     GuestReady,
-    ListVms,
     Migrate,
     MigrationOutcome,
     MigrationSample,
@@ -91,6 +91,7 @@ from testbed.scenarios.common import (
     decide,
     fault_text,
     node_died,
+    refuse_conflicting_vm,
 )
 from testbed.scenarios.injections import Injections
 from testbed.scenarios.memory import compare_ram
@@ -329,15 +330,16 @@ class MigrationScenario:
         params: MigrationParams,
         on_step: StepCallback | None = None,
         on_progress: ProgressCallback | None = None,
+        beside: threading.Event | None = None,
     ) -> None:
+        """``beside``: this run shares an up lab with runs beside it; setting the event
+        stops it as a Ctrl-C would (see :class:`LabRun`)."""
         params.validate()
         self.client = client
         self.params = params
         self.step = on_step or (lambda text: LOG.info("%s", text))
         self.progress = on_progress or (lambda sample: None)
-        self.run_ = LabRun(
-            client, params.lab, params.topology_file, params.suite, params.keep, self.step
-        )
+        self.run_ = LabRun.of(client, params, self.step, beside)
         self.lab: Lab = self.run_.lab
         self.specs = params.load_specs()
         self.versions = ("", "", "")
@@ -373,14 +375,14 @@ class MigrationScenario:
         p = self.params
         topo = self.lab.topology
         source, destination = topo.boards[0], topo.boards[1]
+        image = f"root-{p.arch}.img"
+        self.disk_url = f"nfs://{topo.nfs.address}/srv/mnt/{image}"
+        self.disk_path = f"/srv/mnt/{image}"
+        gdb = bool(p.inject and p.inject.needs_gdb)
         for board in (source, destination):
-            running = self.lab.call(board.name, ListVms()).vms
-            if running:
-                raise UserError(
-                    f"{board.name} already runs a guest ({running[0].name}, "
-                    f"started by hand or by another run)",
-                    f"stop it first: testbed guest stop {board.name} --lab {p.lab}",
-                )
+            # the widest spec this run starts there: a destination's
+            wanted = self.spec(board, incoming=True, accel=accel, gdb=gdb)
+            refuse_conflicting_vm(self.lab, board.name, wanted, p.lab)
         hops: list[HopObservation] = []
         try:
             self.start_source(source, accel)
@@ -413,11 +415,8 @@ class MigrationScenario:
 
     def start_source(self, source: Node, accel: str) -> None:
         p = self.params
-        topo = self.lab.topology
         self.lab.switch_route(source.name)  # the seed's starting state
         image = f"root-{p.arch}.img"
-        self.disk_url = f"nfs://{topo.nfs.address}/srv/mnt/{image}"
-        self.disk_path = f"/srv/mnt/{image}"
         self.step(f"pristine root disk {image} onto the NFS export")
         copy = self.lab.call(
             source.name,

@@ -38,7 +38,6 @@ from testbed.protocol import (
     HelperSignal,
     HelperStart,
     HelperWait,
-    ListVms,
     ReadFile,
     Release,
     Run,
@@ -57,6 +56,7 @@ from testbed.scenarios.common import (
     decide,
     fault_text,
     node_died,
+    refuse_conflicting_vm,
 )
 from testbed.wait import WaitAborted, wait_until
 
@@ -95,6 +95,7 @@ class ShmemParams:
     tamper_region: bool = False  # negative control: the host writes the region at the end
     pause_vm: bool = False  # negative control: the VM paused (QMP stop) after the daemon ended
     keep: bool = False
+    vm: str = "guest"  # the VM's name on its board (run all: "shmem", beside a migration)
 
     def validate(self) -> None:
         get_arch(self.arch)
@@ -157,15 +158,19 @@ class ShmemResult:
 
 class ShmemScenario:
     def __init__(
-        self, client: docker.DockerClient, params: ShmemParams, on_step: StepCallback | None = None
+        self,
+        client: docker.DockerClient,
+        params: ShmemParams,
+        on_step: StepCallback | None = None,
+        beside: threading.Event | None = None,
     ) -> None:
+        """``beside``: this run shares an up lab with runs beside it; setting the event
+        stops it as a Ctrl-C would (see :class:`LabRun`)."""
         params.validate()
         self.client = client
         self.params = params
         self.step = on_step or (lambda text: LOG.info("%s", text))
-        self.run_ = LabRun(
-            client, params.lab, params.topology_file, params.suite, params.keep, self.step
-        )
+        self.run_ = LabRun.of(client, params, self.step, beside)
         self.lab: Lab = self.run_.lab
         self.qemu_version = ""
         self.accel = ""
@@ -196,28 +201,25 @@ class ShmemScenario:
         p = self.params
         topo = self.lab.topology
         self.board, self.peer = topo.boards[0].name, topo.boards[1].name
-        for board in (self.board, self.peer):
-            running = self.lab.call(board, ListVms()).vms
-            if running:
-                raise UserError(
-                    f"{board} already runs a guest ({running[0].name}, started by "
-                    "hand or by another run)",
-                    f"stop it first: testbed guest stop {board} --lab {p.lab}",
-                )
-            self.lab.call(board, Run(["sh", "-c", f"rm -rf {WORK} {SHM_PATH}; mkdir -p {WORK}"]))
-        self.step(f"QEMU on {self.board}: {p.arch} with ivshmem-plain on {SHM_PATH} ({p.shm_size})")
         spec = VmSpec(
             arch=p.arch,
+            name=p.vm,
             accel=accel,
             mem_mb=p.mem_mb,
             shm_path=SHM_PATH,
             shm_size=p.shm_size,
             shm_first=p.shm_first,
         )
+        # the peer holds the replica (and the receiver, when remote): a guest of the seed's
+        # by-hand shared memory there is in the way as well
+        for board in (self.board, self.peer):
+            refuse_conflicting_vm(self.lab, board, spec, p.lab)
+            self.lab.call(board, Run(["sh", "-c", f"rm -rf {WORK} {SHM_PATH}; mkdir -p {WORK}"]))
+        self.step(f"QEMU on {self.board}: {p.arch} with ivshmem-plain on {SHM_PATH} ({p.shm_size})")
         try:
             info = self.lab.call(self.board, VmStart(spec))
             self.qemu_version, self.accel = info.qemu_version, info.accel
-            ready = self.lab.call(self.board, VmWaitReady(timeout=120))
+            ready = self.lab.call(self.board, VmWaitReady(timeout=120, name=p.vm))
         except FAULTS as exc:
             return self.gone(fault_text(self.lab, self.board, "board", "the guest's start", exc))
         self.step(
@@ -259,7 +261,7 @@ class ShmemScenario:
             "testbed.node",
             "replicate",
             "--qmp",
-            "/run/testbed/vm/guest/qmp-service.sock",
+            f"/run/testbed/vm/{p.vm}/qmp-service.sock",
             "--shm",
             SHM_PATH,
             "--until-quiet",
@@ -289,10 +291,9 @@ class ShmemScenario:
         p = self.params
         self.start_daemon(remote)
         self.step(f"guest: tstaeshm {p.workload} --duration {p.duration:g}")
-        offset = self.lab.call(self.board, ConsoleRead()).end
-        self.lab.call(
-            self.board, ConsoleSend(f"tstaeshm {p.workload} --duration {p.duration:g} &\n")
-        )
+        offset = self.lab.call(self.board, ConsoleRead(name=p.vm)).end
+        command = f"tstaeshm {p.workload} --duration {p.duration:g} &\n"
+        self.lab.call(self.board, ConsoleSend(command, name=p.vm))
         started = time.monotonic()
         if p.restart_daemon_after is not None:
             wait = max(0.0, p.restart_daemon_after - (time.monotonic() - started))
@@ -304,7 +305,9 @@ class ShmemScenario:
             if p.restart_daemon_after is not None:
                 killer.join()
         stopped = time.monotonic()
-        self.guest_summary = _summary(self.lab.call(self.board, ConsoleRead(offset=offset)).text)
+        self.guest_summary = _summary(
+            self.lab.call(self.board, ConsoleRead(offset=offset, name=p.vm)).text
+        )
         self.step("the guest program stopped; waiting for the daemon's last round")
         done = self.wait_daemon(remote)
         self.stop_to_exit = round(time.monotonic() - stopped, 2)
@@ -321,7 +324,10 @@ class ShmemScenario:
     def wait_program(self, offset: int, remote: str | None) -> None:
         """Until the guest program prints its summary."""
         wanted = ConsoleWaitFor(
-            "tstaeshm: summary", offset=offset, timeout=self.params.duration + 120
+            "tstaeshm: summary",
+            name=self.params.vm,
+            offset=offset,
+            timeout=self.params.duration + 120,
         )
         if remote is None:
             self.lab.call(self.board, wanted)
@@ -372,7 +378,10 @@ class ShmemScenario:
             return fault_text(self.lab, self.peer, "receiver", "the replication", exc)
         if node_died(self.lab, self.board):
             return fault_text(self.lab, self.board, "board", "the replication", exc)
-        if self.lab.call(self.board, VmStatus()).status in ("exited", "no vm"):
+        if self.lab.call(self.board, VmStatus(name=self.params.vm)).status in (
+            "exited",
+            "no vm",
+        ):
             return f"QEMU on {self.board} died during the replication"
         if isinstance(exc, ObservedFault):
             return str(exc)
@@ -384,8 +393,9 @@ class ShmemScenario:
 
     def qemu_state(self) -> tuple[bool, str]:
         try:
-            status = self.lab.call(self.board, VmStatus()).status
-            log = self.lab.call(self.board, ReadFile("/run/testbed/vm/guest/qemu.log")).text
+            vm = self.params.vm
+            status = self.lab.call(self.board, VmStatus(name=vm)).status
+            log = self.lab.call(self.board, ReadFile(f"/run/testbed/vm/{vm}/qemu.log")).text
         except FAULTS as exc:
             return False, str(exc)
         lines = [line for line in log.strip().splitlines() if line.strip()]
@@ -407,11 +417,11 @@ class ShmemScenario:
             )
             self.step("negative control: the host wrote into the region after the final checkpoint")
         if p.pause_vm:
-            self.lab.call(self.board, VmPause())
+            self.lab.call(self.board, VmPause(name=p.vm))
             self.step("negative control: the VM paused (QMP stop) after the daemon ended")
         vm_status = None
         try:
-            vm_status = self.lab.call(self.board, VmStatus()).status
+            vm_status = self.lab.call(self.board, VmStatus(name=p.vm)).status
         except FAULTS as exc:
             LOG.info("no run state: %s", exc)
         output = None
@@ -420,7 +430,7 @@ class ShmemScenario:
             output = f"not run: the VM is {vm_status}"
         else:
             try:
-                out = self.lab.call(self.board, ConsoleRun("tstaeshm sum", timeout=60))
+                out = self.lab.call(self.board, ConsoleRun("tstaeshm sum", timeout=60, name=p.vm))
                 output = out.output
                 m = _SUM.search(out.output)
                 guest_sum = f"{int(m.group(1)):05d} {m.group(2)}" if m else None
@@ -428,12 +438,12 @@ class ShmemScenario:
                 LOG.info("no guest checksum: %s", exc)
         alive, words = self.qemu_state()
         if p.keep and alive:
-            self.lab.call(self.board, Release(vm="guest"))
-            self.run_.kept.append(f"the guest on {self.board}")
+            self.lab.call(self.board, Release(vm=p.vm))
+            self.run_.kept.append(f"QEMU {p.vm!r} on {self.board}")
         try:
             for name, path in (
-                ("console.log", "/run/testbed/vm/guest/serial.log"),
-                ("qemu.log", "/run/testbed/vm/guest/qemu.log"),
+                ("console.log", f"/run/testbed/vm/{p.vm}/serial.log"),
+                ("qemu.log", f"/run/testbed/vm/{p.vm}/qemu.log"),
                 ("daemon.log", "/run/testbed/helpers/replicate.log"),
             ):
                 self.artifacts[name] = self.lab.call(self.board, ReadFile(path)).text

@@ -184,3 +184,25 @@ def test_by_hand_faults_are_one_line(lab: str) -> None:
     assert code == 2 and "nfs is not a board" in err
     code, _, err = cli("guest", "start", "gauss-b", "--incoming", "--arch", "armv7")
     assert code == 2 and "no root disk" in err
+
+
+def test_a_guest_started_by_hand_is_in_the_runs_way(
+    docker_client: docker.DockerClient, lab: str
+) -> None:
+    """The seed's by-hand guest with its shared memory: each run refuses, with one line,
+    before it starts anything, and the guest runs on untouched."""
+    cli_json("guest", "start", "gauss-a", "--arch", "armv8", "--shm", "1M")
+    try:
+        before = node_processes(docker_client, LAB)
+        way = "error: gauss-a already runs a guest in this run's way (guest, started by hand or "
+        for run in (["run", "migration"], ["run", "shmem"], ["run", "all"]):
+            code, _, err = cli(*run)
+            lines = err.strip().splitlines()
+            assert code == 2 and lines[-1].startswith(way), err
+            assert "it is named 'guest' too" in lines[-1] or "maps /dev/shm/aeshmem" in lines[-1]
+        code, _, err = cli("run", "all", "--json")
+        assert code == 2 and "Traceback" not in err
+        assert node_processes(docker_client, LAB) == before
+        assert [vm["name"] for vm in cli_json("guest", "list")] == ["guest"]
+    finally:
+        cli("guest", "stop", "gauss-a")
