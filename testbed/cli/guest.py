@@ -87,15 +87,16 @@ def cmd_stop(args: argparse.Namespace) -> int:
     _check_timeout(args.timeout)
     lab = _lab(args)
     board(lab, args.node)
-    stopped = lab.call(args.node, VmStop(timeout=args.timeout))
+    stopped = lab.call(args.node, VmStop(name=args.vm, timeout=args.timeout))
+    label = "guest" if args.vm == "guest" else f"guest {args.vm!r}"
     lab.close()
     if args.json:
         print_json(codec.to_json(stopped))
     elif stopped.how == "no such VM":
-        out.print(f"{args.node}: no guest runs")
+        out.print(f"{args.node}: no {label} runs")
     else:
         out.print(
-            f"{args.node}: guest stopped ({stopped.how}); QEMU's last line: {stopped.log_tail}",
+            f"{args.node}: {label} stopped ({stopped.how}); QEMU's last line: {stopped.log_tail}",
             highlight=False,
         )
     return 0
@@ -155,7 +156,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     lab = _lab(args)
     board(lab, args.node)
     started = time.monotonic()
-    result = lab.call(args.node, ConsoleRun(" ".join(words), timeout=args.timeout))
+    result = lab.call(args.node, ConsoleRun(" ".join(words), timeout=args.timeout, name=args.vm))
     lab.close()
     if args.json:
         print_json(
@@ -168,6 +169,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     elif result.output:
         sys.stdout.write(result.output + "\n")
     return result.status
+
+
+VM_HELP = "the VM's name on the board (default guest; run all's shared-memory guest: shmem)"
 
 
 def register(sub: Any) -> None:
@@ -207,6 +211,7 @@ def register(sub: Any) -> None:
     stop = verb("stop", "stop the guest on a board (QMP quit, then SIGTERM, then SIGKILL)")
     stop.add_argument("node")
     stop.add_argument("--timeout", type=float, default=10.0, metavar="S")
+    stop.add_argument("--vm", default="guest", help=VM_HELP)
     stop.set_defaults(func=cmd_stop)
 
     verb("list", "every guest of the lab: node, arch, QEMU, state, uptime").set_defaults(
@@ -220,5 +225,6 @@ def register(sub: Any) -> None:
     )
     run.add_argument("node")
     run.add_argument("--timeout", type=float, default=60.0, metavar="S")
+    run.add_argument("--vm", default="guest", help=VM_HELP)
     run.add_argument("cmd", nargs="*", help="-- COMMAND [ARGS...]")
     run.set_defaults(func=cmd_run)

@@ -171,7 +171,8 @@ def refuse_conflicting_vm(lab: Lab, board: str, wanted: VmSpec, lab_name: str) -
             raise UserError(
                 f"{board} already runs a guest in this run's way ({vm.name}, started by hand "
                 f"or by another run; {why})",
-                f"stop it first: testbed guest stop {board} --lab {lab_name}",
+                f"stop it first: testbed guest stop {board} --lab {lab_name}"
+                + ("" if vm.name == "guest" else f" --vm {vm.name}"),
             )
 
 

@@ -203,6 +203,11 @@ def test_a_guest_started_by_hand_is_in_the_runs_way(
         code, _, err = cli("run", "all", "--json")
         assert code == 2 and "Traceback" not in err
         assert node_processes(docker_client, LAB) == before
+        # a guest of another name is another guest
+        code, text, _ = cli("guest", "stop", "gauss-a", "--vm", "shmem")
+        assert code == 0 and text.strip() == "gauss-a: no guest 'shmem' runs"
         assert [vm["name"] for vm in cli_json("guest", "list")] == ["guest"]
+        code, text, _ = cli("guest", "run", "gauss-a", "--vm", "guest", "--", "echo", "untouched")
+        assert code == 0 and text.strip() == "untouched"
     finally:
         cli("guest", "stop", "gauss-a")
