@@ -310,8 +310,14 @@ def cmd_all(args: argparse.Namespace) -> int:
     from testbed.platforms import board_privileges_for
 
     _prepare(args)
-    migrations = [_migration_params(args, a) for a in ARCHES]
-    shmems = [replace(_shmem_params(args, a, args.workload), vm="shmem") for a in ARCHES]
+    # --keep keeps the lab, and the last guest of each track (an earlier one would be in
+    # the way of the next run)
+    last = list(ARCHES)[-1]
+    migrations = [replace(_migration_params(args, a), keep=args.keep and a == last) for a in ARCHES]
+    shmems = [
+        replace(_shmem_params(args, a, args.workload), vm="shmem", keep=args.keep and a == last)
+        for a in ARCHES
+    ]
     client = docker_client.connect()
     privileges = [board_privileges_for(client, args.accel, a, args.qemu_suite)[0] for a in ARCHES]
     beside = all(p == privileges[0] for p in privileges)

@@ -683,7 +683,11 @@ class MigrationScenario:
                     raise
                 # a load that stops reporting (its own memory may be what was lost) is an
                 # observation: its passes stay short, and load-stale says so
-                self.step(f"{what}: the loads did not complete their passes: {exc.info.message}")
+                # (the wait's message says which ran out: the resume mark or the passes)
+                self.step(
+                    f"{what}: the wait for the loads' passes on {dst.name} ran out: "
+                    f"{exc.info.message}"
+                )
                 after_text = self.lab.call(dst.name, ConsoleRead()).text
                 at_switchover = switchover_passes(src_text, "")
         self.lab.call(src.name, VmStop())  # frees the source's tap for a trip back

@@ -211,3 +211,33 @@ def test_a_guest_started_by_hand_is_in_the_runs_way(
         assert code == 0 and text.strip() == "untouched"
     finally:
         cli("guest", "stop", "gauss-a")
+
+
+def test_run_all_keeps_the_last_guest_of_each_track(
+    docker_client: docker.DockerClient, lab: str
+) -> None:
+    """`run all --keep`: the two tracks side by side to their verdicts, then the lab and
+    each track's last guest left running (an earlier one would be in the next run's way),
+    each reachable by its name."""
+    code, out, err = cli(
+        "run", "all", "--keep", "--mem", "256", "--load", "seed:4096:256:50",
+        "--duration", "3", "--json",
+    )  # fmt: skip
+    assert code == 0 and out, err
+    result = json.loads(out)
+    assert [(r["scenario"], r["arch"]) for r in result["results"]] == [
+        ("migration", "armv7"),
+        ("migration", "armv8"),
+        ("shmem", "armv7"),
+        ("shmem", "armv8"),
+    ]
+    assert "[migration armv7]" in err and "[shmem armv8]" in err
+    try:
+        kept = sorted((vm["node"], vm["name"], vm["arch"]) for vm in cli_json("guest", "list"))
+        assert kept == [("gauss-a", "shmem", "armv8"), ("gauss-b", "guest", "armv8")]
+        code, text, _ = cli("guest", "run", "gauss-a", "--vm", "shmem", "--", "uname", "-m")
+        assert code == 0 and text.strip() == "aarch64"
+    finally:
+        cli("guest", "stop", "gauss-a", "--vm", "shmem")
+        cli("guest", "stop", "gauss-b")
+    assert node_processes(docker_client, LAB) == {}
