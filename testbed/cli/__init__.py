@@ -57,7 +57,16 @@ def _exit_interrupted() -> NoReturn:
     os._exit(130)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def entry() -> NoReturn:
+    """The ``testbed`` program (and ``python -m testbed``)."""
+    sys.exit(main(program=True))
+
+
+def main(argv: Sequence[str] | None = None, program: bool = False) -> int:
+    """One command.  ``program``: this is the process's own command, which ends with it;
+    once the command has ended (its result printed, what it started stopped), a Ctrl-C
+    has nothing left to interrupt and is ignored, so that it cannot land in the
+    interpreter's shutdown and turn the exit status into a death by SIGINT."""
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
     # `testbed exec NODE [--lab L] -- CMD...`: everything after the first -- is the command
@@ -92,3 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted")
         _exit_interrupted()
+    finally:
+        if program:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)

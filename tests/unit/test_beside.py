@@ -5,9 +5,10 @@ behave as scenarios do: a cancelled run cleans up and raises Interrupted."""
 from __future__ import annotations
 
 import _thread
+import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -66,6 +67,17 @@ def test_the_tracks_run_at_once() -> None:
     assert run_tracks([[meets("a")], [meets("b")]]) == ["a", "b"]
 
 
+@pytest.fixture
+def ctrl_c_raises() -> Iterator[None]:
+    """Python's own SIGINT handler, as the testbed command has it: a test runner started
+    as a background job inherits an ignored SIGINT, and then a simulated Ctrl-C does
+    nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("ctrl_c_raises")
 def test_ctrl_c_stops_each_run_in_progress_and_starts_no_further_run() -> None:
     log: list[str] = []
     first, second = threading.Event(), threading.Event()
