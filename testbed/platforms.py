@@ -347,9 +347,19 @@ def board_privileges_for(
     """The lab boards' privileges and the resolved accelerator for a guest of ``arch``:
     /dev/kvm goes to the boards only when KVM will run it.  ``--accel kvm`` where KVM is
     impossible is refused here, before anything is created."""
+    return board_privileges_by_arch(client, requested, [arch], suite)[arch]
+
+
+def board_privileges_by_arch(
+    client: docker.DockerClient, requested: str, arches: list[str], suite: str
+) -> dict[str, tuple[Privileges, str]]:
+    """:func:`board_privileges_for` of each of ``arches``, the engine probed once."""
     from testbed import images
     from testbed.arch import get_arch
 
     facts = engine_facts(client, requested, images.board_image(suite))
-    accel = resolve_accel(requested, get_arch(arch), facts)
-    return board_privileges(accel), accel
+    by_arch = {}
+    for arch in arches:
+        accel = resolve_accel(requested, get_arch(arch), facts)
+        by_arch[arch] = (board_privileges(accel), accel)
+    return by_arch

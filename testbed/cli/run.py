@@ -149,11 +149,7 @@ def _run_migration(params: Any, report: str | None) -> Any:
 
         scenario = MigrationScenario(client, params, on_step, on_progress)
         result = scenario.run()
-    if report:
-        from testbed.scenarios.records import write_run_report
-
-        write_run_report(report, result, scenario.artifacts)
-    return result
+    return _reported(result, scenario.artifacts, report)
 
 
 def _run_shmem(params: Any, report: str | None) -> Any:
@@ -169,11 +165,7 @@ def _run_shmem(params: Any, report: str | None) -> Any:
 
         scenario = ShmemScenario(client, params, on_step)
         result = scenario.run()
-    if report:
-        from testbed.scenarios.records import write_run_report
-
-        write_run_report(report, result, scenario.artifacts)
-    return result
+    return _reported(result, scenario.artifacts, report)
 
 
 def _print_checks(result: Any) -> None:
@@ -307,7 +299,7 @@ def cmd_all(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from testbed import docker_client
-    from testbed.platforms import board_privileges_for
+    from testbed.platforms import board_privileges_by_arch
 
     _prepare(args)
     # --keep keeps the lab, and the last guest of each track (an earlier one would be in
@@ -319,7 +311,8 @@ def cmd_all(args: argparse.Namespace) -> int:
         for a in ARCHES
     ]
     client = docker_client.connect()
-    privileges = [board_privileges_for(client, args.accel, a, args.qemu_suite)[0] for a in ARCHES]
+    by_arch = board_privileges_by_arch(client, args.accel, list(ARCHES), args.qemu_suite)
+    privileges = [p for p, _ in by_arch.values()]
     beside = all(p == privileges[0] for p in privileges)
     with _one_lab(args, privileges[0]) as ended:
         if beside:
@@ -458,6 +451,7 @@ def _run_beside(migrations: list[Any], shmems: list[Any], report: str | None) ->
 
 
 def _reported(result: Any, artifacts: dict[str, str], report: str | None) -> Any:
+    """The run's result, its report page written first when --report asked for one."""
     if report:
         from testbed.scenarios.records import write_run_report
 

@@ -187,8 +187,8 @@ class AgentClient:
     ) -> R:
         request_id = next(self._ids)
         started = time.monotonic()
-        cancellable = self.cancel is not None and not isinstance(request, Goodbye)
-        if cancellable and self.cancel is not None and self.cancel.is_set():
+        cancel = None if isinstance(request, Goodbye) else self.cancel  # goodbye is cleanup
+        if cancel is not None and cancel.is_set():
             raise Cancelled(f"{self.node}: {request.OP} not sent, the run was cancelled")
         pending = _Pending(on_event)
         with self._lock:
@@ -209,7 +209,7 @@ class AgentClient:
         except OSError as exc:
             self._fail_all(str(exc))
         try:
-            result = self._answer(pending, request, started, timeout, cancellable)
+            result = self._answer(pending, request, started, timeout, cancel)
         except (TimeoutError, Cancelled):
             with self._lock:
                 self._pending.pop(request_id, None)  # its answer, if any, is dropped
@@ -224,25 +224,19 @@ class AgentClient:
         request: Request[R],
         started: float,
         timeout: float | None,
-        cancellable: bool,
+        cancel: threading.Event | None,
     ) -> Json:
-        """The request's answer; a cancellable one is waited for in slices, between which
-        the cancel event is looked at."""
-        if not cancellable:
-            try:
-                return pending.future.result(timeout)
-            except FutureTimeout:
-                raise TimeoutError(
-                    f"{self.node}: no answer to {request.OP} within {timeout:.0f} s"
-                ) from None
-        assert self.cancel is not None
+        """The request's answer; with a cancel event, waited for in slices, between which
+        the event is looked at."""
         deadline = None if timeout is None else started + timeout
         while True:
-            left = CANCEL_SLICE_S if deadline is None else deadline - time.monotonic()
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if cancel is not None:
+                wait = CANCEL_SLICE_S if wait is None else min(CANCEL_SLICE_S, wait)
             try:
-                return pending.future.result(max(0.0, min(CANCEL_SLICE_S, left)))
+                return pending.future.result(wait)
             except FutureTimeout:
-                if self.cancel.is_set():
+                if cancel is not None and cancel.is_set():
                     raise Cancelled(
                         f"{self.node}: {request.OP} abandoned, the run was cancelled"
                     ) from None

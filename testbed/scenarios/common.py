@@ -214,7 +214,6 @@ class LabRun:
         self.keep = keep
         self.step = step
         self.kept: list[str] = []
-        self.beside = beside
 
     @classmethod
     def of(
@@ -230,7 +229,7 @@ class LabRun:
         )
 
     def up(self, bandwidth: str | None, privileges: Privileges) -> Lab:
-        if self.beside is not None:
+        if self.lab.cancel is not None:  # a run beside others
             self.lab.require_up()
             return self.lab
         self.lab.up(

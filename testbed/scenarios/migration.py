@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import cast
 
 import docker
@@ -83,6 +84,7 @@ from testbed.protocol import (
     WaitLoadPasses,
 )
 from testbed.rates import parse_rate
+from testbed.scenarios.byhand import disk_url
 from testbed.scenarios.common import (
     FAULTS,
     CleanupReport,
@@ -375,9 +377,7 @@ class MigrationScenario:
         p = self.params
         topo = self.lab.topology
         source, destination = topo.boards[0], topo.boards[1]
-        image = f"root-{p.arch}.img"
-        self.disk_url = f"nfs://{topo.nfs.address}/srv/mnt/{image}"
-        self.disk_path = f"/srv/mnt/{image}"
+        self.disk_url, self.disk_path = disk_url(self.lab, p.arch)
         gdb = bool(p.inject and p.inject.needs_gdb)
         for board in (source, destination):
             # the widest spec this run starts there: a destination's
@@ -416,8 +416,7 @@ class MigrationScenario:
     def start_source(self, source: Node, accel: str) -> None:
         p = self.params
         self.lab.switch_route(source.name)  # the seed's starting state
-        image = f"root-{p.arch}.img"
-        self.step(f"pristine root disk {image} onto the NFS export")
+        self.step(f"pristine root disk {PurePosixPath(self.disk_path).name} onto the NFS export")
         copy = self.lab.call(
             source.name,
             Run(
