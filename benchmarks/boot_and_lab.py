@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
-from typing import Any
+
+from medians import report, summary
 
 LAB = "tbbench"
 
@@ -26,21 +26,12 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def summary(values: list[float]) -> dict[str, Any]:
-    return {
-        "median": round(statistics.median(values), 3),
-        "min": round(min(values), 3),
-        "max": round(max(values), 3),
-        "runs": [round(v, 3) for v in values],
-    }
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", metavar="FILE", help="also write the results here")
     args = parser.parse_args()
-    results: dict[str, Any] = {}
+    results: dict[str, dict[str, object]] = {}
     for arch in ("armv7", "armv8"):
         boots = [
             json.loads(cli("boot", "--arch", arch, "--json").stdout)["boot_seconds"]
@@ -58,14 +49,7 @@ def main() -> int:
         downs.append(time.monotonic() - started)
     results["lab_up_seconds"] = summary(ups)
     results["lab_down_seconds"] = summary(downs)
-    for name, value in results.items():
-        print(
-            f"{name:<22} median {value['median']:7.3f}  min {value['min']:7.3f}  "
-            f"max {value['max']:7.3f}"
-        )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    report(results, args.json)
     return 0
 
 

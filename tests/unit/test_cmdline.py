@@ -112,13 +112,17 @@ def test_tap_nic_disk_incoming_and_paused() -> None:
     assert "-nic" not in argv
     append = value_after(argv, "-append")
     assert append == (
-        "console=ttyAMA0 panic=-1 testbed.ip=192.168.2.100/24 "
+        "console=ttyAMA0 panic=-1 cryptomgr.notests testbed.ip=192.168.2.100/24 "
         "testbed.gw=192.168.2.1 testbed.root=/dev/vda"
     )
 
 
 def test_plain_append() -> None:
-    assert kernel_append(config()) == "console=ttyAMA0 panic=-1"
+    assert kernel_append(config()) == "console=ttyAMA0 panic=-1 cryptomgr.notests"
+
+
+def test_crypto_selftests_run_only_when_asked_for() -> None:
+    assert "cryptomgr.notests" not in kernel_append(config(crypto_selftests=True)).split()
 
 
 def test_shared_memory_device_after_main_ram() -> None:
