@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 import docker
 
@@ -157,6 +157,9 @@ class ShmemResult:
 
 
 class ShmemScenario:
+    # how long the daemon's last round may take once the guest program has ended
+    DAEMON_END_TIMEOUT: ClassVar[float] = 60.0
+
     def __init__(
         self,
         client: docker.DockerClient,
@@ -347,24 +350,39 @@ class ShmemScenario:
     def wait_daemon(self, remote: str | None) -> HelperExit:
         """The daemon's exit, after its last round."""
         if remote is None:
-            done = self.lab.call(self.board, HelperWait("replicate", timeout=60))
+            limit = self.DAEMON_END_TIMEOUT
+            done = self.lab.call(self.board, HelperWait("replicate", timeout=limit))
             if done.running:
-                raise TimeoutError(f"the daemon did not end within 60 s: {done.log_tail}")
+                raise TimeoutError(f"the daemon did not end within {limit:.0f} s: {done.log_tail}")
             return done
 
+        log_tail = "no output"
+
         def ended() -> HelperExit | None:
+            nonlocal log_tail
             done = self.lab.call(self.board, HelperWait("replicate", timeout=1))
+            log_tail = done.log_tail or log_tail
             return None if done.running else done
 
-        return self.watching_receiver(ended, "the daemon's exit", 60)
+        return self.watching_receiver(
+            ended, "the daemon's exit", self.DAEMON_END_TIMEOUT, last=lambda: log_tail
+        )
 
-    def watching_receiver(self, check: Callable[[], T | None], what: str, timeout: float) -> T:
+    def watching_receiver(
+        self,
+        check: Callable[[], T | None],
+        what: str,
+        timeout: float,
+        last: Callable[[], str] = lambda: "nothing",
+    ) -> T:
         def receiver_gone() -> str | None:
             dead = node_died(self.lab, self.peer)
             return None if dead is None else f"receiver {self.peer}: {dead}"
 
         try:
-            return wait_until(check, what=what, timeout=timeout, gone=receiver_gone, interval=0)
+            return wait_until(
+                check, what=what, timeout=timeout, last=last, gone=receiver_gone, interval=0
+            )
         except WaitAborted as exc:
             raise ObservedFault(exc.why) from None
 
