@@ -14,6 +14,7 @@ import docker.errors
 
 from testbed import images, labels, platforms
 from testbed.arch import get_arch
+from testbed.docker_client import create_container
 from testbed.errors import UserError
 from testbed.node.__main__ import RESULT_PREFIX
 from testbed.node.accel import ACCELS
@@ -130,7 +131,7 @@ def boot(
         init=True,
         **privileges.container_kwargs(),
     )
-    container = client.containers.create(**create)
+    container = create_container(client, **create)
     result: dict[str, object] | None = None
     stderr_tail: list[str] = []
     try:

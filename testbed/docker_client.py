@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
+from typing import Any
 
 import docker
 import docker.errors
+from docker.models.containers import Container
 
 from testbed.errors import UserError
 
@@ -31,3 +34,42 @@ def connect() -> docker.DockerClient:
 def _short(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:160]
+
+
+def create_container(client: docker.DockerClient, *args: Any, **kwargs: Any) -> Container:
+    """``client.containers.create`` that a Ctrl-C cannot cut in half.
+
+    A KeyboardInterrupt raised while the request is in flight would leave the engine to
+    create a container nobody holds (and nobody removes).  So the request runs in a thread
+    to its answer; a Ctrl-C meanwhile waits for that answer (further Ctrl-Cs too: it takes
+    milliseconds), removes the container if one was made, and then goes on."""
+    made: list[Container] = []
+    failed: list[BaseException] = []
+    answered = threading.Event()  # not Thread.join: a join that a Ctrl-C interrupts can
+    # mark a running thread stopped (CPython 3.11, bpo-45274)
+
+    def request() -> None:
+        try:
+            made.append(client.containers.create(*args, **kwargs))
+        except BaseException as exc:  # handed to the caller's thread
+            failed.append(exc)
+        finally:
+            answered.set()
+
+    threading.Thread(target=request, name="docker create", daemon=True).start()
+    try:
+        answered.wait()
+    except KeyboardInterrupt:
+        while True:
+            try:
+                answered.wait()
+                break
+            except KeyboardInterrupt:
+                continue
+        for container in made:
+            LOG.info("Ctrl-C during its creation: removing %s", container.name)
+            container.remove(force=True)
+        raise
+    if failed:
+        raise failed[0]
+    return made[0]

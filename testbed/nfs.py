@@ -10,6 +10,7 @@ import docker.models.containers
 import docker.types
 
 from testbed import images
+from testbed.docker_client import create_container
 from testbed.errors import UserError
 from testbed.privileges import NFS, Privileges
 from testbed.waiting import wait_for_log
@@ -34,7 +35,8 @@ def create_nfs_server(
     client: docker.DockerClient, spec: NfsServerSpec
 ) -> docker.models.containers.Container:
     """Create (not start) the server on ``spec.network`` at ``spec.address``."""
-    return client.containers.create(
+    return create_container(
+        client,
         images.NFS_IMAGE,
         name=spec.name,
         hostname=spec.name,

@@ -28,6 +28,7 @@ import requests
 from testbed import labels
 from testbed.arch import GuestArch
 from testbed.config import PLATFORM_NAMES
+from testbed.docker_client import create_container
 from testbed.errors import UserError
 from testbed.node.accel import ACCELS, KVM_DEVICE, HostFacts, kvm_refusal
 from testbed.privileges import Privileges, board_privileges, boot_privileges
@@ -290,7 +291,8 @@ def probe_kvm(client: docker.DockerClient, image: str) -> tuple[bool, bool, str]
     adding custom device"), which is the answer "no KVM"."""
     container = None
     try:
-        container = client.containers.create(
+        container = create_container(
+            client,
             image,
             ["python3", "-c", _PROBE_SCRIPT],
             labels=labels.for_object("probe"),

@@ -20,6 +20,7 @@ import docker.models.volumes
 import docker.types
 
 from testbed import images, labels
+from testbed.docker_client import create_container
 from testbed.errors import UserError
 from testbed.nfs import NfsServerSpec, create_nfs_server
 from testbed.privileges import BOARD, Privileges
@@ -210,7 +211,8 @@ class DockerLab:
         self, node: Node, image: str, step: StepCallback, privileges: Privileges = BOARD
     ) -> tuple[Container, bool]:
         def create() -> Container:
-            return self.client.containers.create(
+            return create_container(
+                self.client,
                 image,
                 name=self.names.container(node.name),
                 hostname=node.name,
