@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -16,10 +17,35 @@ from testbed.errors import UserError
 from testbed.topology import Topology
 
 ROOT = Path(__file__).resolve().parent.parent
-# The suite's labs use their own names and this subnet (10.210.10.0/24): a user's lab on the
-# seed's 192.168.10.0/24 is never touched, so the README's two commands can run in either
-# order with or without a lab up.
-SUITE_TOPOLOGY = str(ROOT / "tests" / "fixtures" / "topologies" / "suite.toml")
+TOPOLOGIES = ROOT / "tests" / "fixtures" / "topologies"
+
+
+def xdist_worker() -> int:
+    """0 in a plain run; N in pytest-xdist's worker gwN (``python -m pytest -n 2``)."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(name[2:]) if name.startswith("gw") else 0
+
+
+def worker_topology(fixture: str, octet: int) -> str:
+    """The fixture topology on 10.210.OCTET.0/24 for worker 0 and a plain run; worker N's
+    copy on 10.210.(OCTET + 2N).0/24, so that the labs of parallel workers never share a
+    subnet (each test module, with its lab, runs on one worker: --dist loadfile)."""
+    path = TOPOLOGIES / fixture
+    worker = xdist_worker()
+    if worker == 0:
+        return str(path)
+    moved = path.read_text().replace(f"10.210.{octet}.", f"10.210.{octet + 2 * worker}.")
+    copy = ROOT / "build" / "tests" / f"{path.stem}-gw{worker}.toml"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_text(moved)
+    return str(copy)
+
+
+# The suite's labs use their own names and subnets (10.210.10.0/24 and 10.210.11.0/24): a
+# user's lab on the seed's 192.168.10.0/24 is never touched, so the README's two commands
+# can run in either order with or without a lab up.
+SUITE_TOPOLOGY = worker_topology("suite.toml", 10)
+SECOND_TOPOLOGY = worker_topology("suite-b.toml", 11)
 
 
 def run_cli(
@@ -52,8 +78,12 @@ def docker_client() -> docker.DockerClient:
 def built_images(docker_client: docker.DockerClient) -> dict[str, str]:
     """Builds (or, with a warm cache, re-validates) the images through the product's own
     build code.  Returns {"board": tag, "nfs": tag}."""
-    images.ensure_base_image(docker_client)
-    board, nfs = images.build_all(docker_client, images.DEFAULT_SUITE)
+    lock = ROOT / "build" / "tests" / "images.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # parallel workers: one builds, the others wait
+        images.ensure_base_image(docker_client)
+        board, nfs = images.build_all(docker_client, images.DEFAULT_SUITE)
     return {"board": board.tag, "nfs": nfs.tag}
 
 
@@ -101,10 +131,14 @@ def labelled_containers(client: docker.DockerClient, **match: str) -> list[str]:
 
 @pytest.fixture()
 def no_leaks(docker_client: docker.DockerClient) -> Iterator[None]:
-    """The test must leave no testbed container, network or volume behind."""
+    """The test must leave no testbed container, network or volume behind.  Beside other
+    xdist workers, whose labs come and go meanwhile, that is every object of no lab (each
+    lab's module checks its own removal)."""
     yield
     filters = labels.project_filter()
-    left = labelled_containers(docker_client)
-    left += [n.name for n in docker_client.networks.list(filters=filters)]
-    left += [v.name for v in docker_client.volumes.list(filters=filters)]
+    found = [(c.name, c.labels) for c in docker_client.containers.list(all=True, filters=filters)]
+    found += [(n.name, n.attrs.get("Labels")) for n in docker_client.networks.list(filters=filters)]
+    found += [(v.name, v.attrs.get("Labels")) for v in docker_client.volumes.list(filters=filters)]
+    beside = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1
+    left = [name for name, tags in found if not (beside and labels.LAB in (tags or {}))]
     assert not left, f"left behind: {left}"

@@ -18,13 +18,12 @@ import docker
 import pytest
 
 from testbed import labels
-from tests.conftest import ROOT, lab_for_module, node_processes, run_cli
+from tests.conftest import ROOT, SECOND_TOPOLOGY, lab_for_module, node_processes, run_cli
 
 pytestmark = pytest.mark.e2e
 
 LAB = "tbint"
 OWN_LAB = "tbintown"
-SECOND_TOPOLOGY = str(ROOT / "tests" / "fixtures" / "topologies" / "suite-b.toml")
 MIGRATION = ["run", "migration", "--arch", "armv8", "--mem", "256", "--load", "seed:4096:256:50"]
 SHMEM = ["run", "shmem", "--arch", "armv8", "--duration", "6", "--remote"]
 # seconds after the start: from the lab's up through boot, migration or replication, checks

@@ -16,7 +16,13 @@ from testbed import labels
 from testbed.lab.lab import Lab
 from testbed.protocol import Run, VmSpec, VmStart, VmStop
 from testbed.scenarios.shmem import ShmemParams, ShmemScenario
-from tests.conftest import SUITE_TOPOLOGY, lab_for_module, node_processes, run_cli
+from tests.conftest import (
+    SUITE_TOPOLOGY,
+    lab_for_module,
+    node_processes,
+    run_cli,
+    suite_topology,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -106,7 +112,7 @@ def test_remote_replication_to_the_other_board(lab: str) -> None:
     code, result, _ = run_shmem("--remote")
     assert code == 0 and result["verdict"] == "pass", result["failures"]
     assert result["remote"] and result["daemon"]["destination"].startswith(
-        "receiver 10.210.10.101:"
+        f"receiver {suite_topology().node('gauss-b').address}:"
     )
     assert result["daemon"]["final"]["exact"]
 

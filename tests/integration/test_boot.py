@@ -50,7 +50,8 @@ def test_boot_from_the_ext3_root_disk(
 
 
 def test_boot_table_for_both_arches(built_images: dict[str, str], no_leaks: None) -> None:
-    proc = run_cli("boot")
+    # wide enough that no cell wraps (in 80 columns, a longer boot time can split "armv7l")
+    proc = run_cli("boot", env={"COLUMNS": "200"})
     assert proc.returncode == 0, proc.stderr
     assert "armv7l" in proc.stdout and "aarch64" in proc.stdout
 

@@ -22,8 +22,9 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "topologies"
 
 SUITE = suite_topology()
 # the suite's lab is the seed's on 10.210.10.0/24 (a user's lab on the seed's subnet is
-# never touched); the unit tests prove the seed topology's tables are the seed's
-NET = "10.210.10."
+# never touched; an xdist worker N > 0 has its own subnet); the unit tests prove the seed
+# topology's tables are the seed's
+NET = SUITE.network.subnet.rsplit(".", 1)[0] + "."
 
 
 def seed_to_suite(route: RouteEntry) -> tuple[str, str | None, str | None]:
@@ -65,11 +66,11 @@ def lab(docker_client: docker.DockerClient, built_images: dict[str, str]) -> Ite
 
 
 def test_up_makes_a_healthy_lab(lab: dict) -> None:
-    assert lab["healthy"] and lab["subnet"] == "10.210.10.0/24"
+    assert lab["healthy"] and lab["subnet"] == SUITE.network.subnet
     assert {n["name"]: n["address"] for n in lab["nodes"]} == {
-        "nfs": "10.210.10.10",
-        "gauss-a": "10.210.10.100",
-        "gauss-b": "10.210.10.101",
+        "nfs": NET + "10",
+        "gauss-a": NET + "100",
+        "gauss-b": NET + "101",
     }
     assert all(n["state"] == "running" for n in lab["nodes"])
 
@@ -217,7 +218,7 @@ def test_a_second_lab_on_the_same_subnet_is_refused_and_leaves_nothing(
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines == [
-        "error: the lab network 10.210.10.0/24 overlaps 10.210.10.0/24 of lab "
+        f"error: the lab network {SUITE.network.subnet} overlaps {SUITE.network.subnet} of lab "
         f"'{LAB}': take that down (testbed down --lab {LAB})"
     ]
     assert lab_objects(docker_client, "tbother") == []
