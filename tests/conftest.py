@@ -29,7 +29,7 @@ def xdist_worker() -> int:
 def worker_topology(fixture: str, octet: int) -> str:
     """The fixture topology on 10.210.OCTET.0/24 for worker 0 and a plain run; worker N's
     copy on 10.210.(OCTET + 2N).0/24, so that the labs of parallel workers never share a
-    subnet (each test module, with its lab, runs on one worker: --dist loadgroup)."""
+    subnet (each test module, with its lab, runs on one worker: --dist loadfile)."""
     path = TOPOLOGIES / fixture
     worker = xdist_worker()
     if worker == 0:
@@ -46,20 +46,6 @@ def worker_topology(fixture: str, octet: int) -> str:
 # can run in either order with or without a lab up.
 SUITE_TOPOLOGY = worker_topology("suite.toml", 10)
 SECOND_TOPOLOGY = worker_topology("suite-b.toml", 11)
-
-
-# Under pytest-xdist (--dist loadgroup), the tests of one module share a worker, since its
-# lab is module-scoped; the modules whose no_leaks checks every object of no lab share one
-# worker too, so that neither sees the other's throwaway containers.  Unit tests go freely.
-NO_LAB_MODULES = {"test_boot", "test_nfs"}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "unit" in item.path.parts:
-            continue
-        module = item.path.stem
-        item.add_marker(pytest.mark.xdist_group("no-lab" if module in NO_LAB_MODULES else module))
 
 
 def run_cli(
@@ -144,22 +130,16 @@ def labelled_containers(client: docker.DockerClient, **match: str) -> list[str]:
 
 
 @pytest.fixture()
-def no_leaks(docker_client: docker.DockerClient) -> Iterator[None]:
+def no_leaks(docker_client: docker.DockerClient, request: pytest.FixtureRequest) -> Iterator[None]:
     """The test must leave no testbed container, network or volume behind.  Beside other
-    xdist workers, whose commands create and remove objects meanwhile, that is every
-    object of no lab (each lab's module checks its own removal) other than the
-    throwaway containers that probe the engine or read an image."""
+    xdist workers, whose commands create and remove objects meanwhile, that is no object
+    of the kind its module makes (the module's NO_LEAKS_OF: labels to match)."""
     yield
-    filters = labels.project_filter()
-    found = [(c.name, c.labels) for c in docker_client.containers.list(all=True, filters=filters)]
-    found += [(n.name, n.attrs.get("Labels")) for n in docker_client.networks.list(filters=filters)]
-    found += [(v.name, v.attrs.get("Labels")) for v in docker_client.volumes.list(filters=filters)]
+    match: dict[str, str] = {}
     if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-        found = [
-            (name, tags)
-            for name, tags in found
-            if labels.LAB not in (tags or {})
-            and (tags or {}).get(labels.KIND) not in ("probe", "build")
-        ]
-    left = [name for name, _ in found]
+        match = request.module.NO_LEAKS_OF
+    filters = labels.project_filter(**match)
+    left = labelled_containers(docker_client, **match)
+    left += [n.name for n in docker_client.networks.list(filters=filters)]
+    left += [v.name for v in docker_client.volumes.list(filters=filters)]
     assert not left, f"left behind: {left}"
