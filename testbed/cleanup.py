@@ -64,7 +64,7 @@ def _remove_round(
 ) -> docker.errors.APIError | None:
     """One pass over containers, networks and volumes; the first "in use" refusal, if any."""
     busy: docker.errors.APIError | None = None
-    for container in client.containers.list(all=True, filters=filters):
+    for container in client.containers.list(all=True, filters=filters, ignore_removed=True):
         try:
             container.remove(force=True, v=True)
             removed.containers.append(cast(str, container.name))  # listed: it has one

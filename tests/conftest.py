@@ -107,7 +107,9 @@ def node_processes(client: docker.DockerClient, lab: str) -> dict[str, list[str]
     """QEMU, replication daemons and receivers still running in each container of a lab
     (read with ps, independently of the agent)."""
     found: dict[str, list[str]] = {}
-    for container in client.containers.list(filters=labels.project_filter(**{labels.LAB: lab})):
+    for container in client.containers.list(
+        filters=labels.project_filter(**{labels.LAB: lab}), ignore_removed=True
+    ):
         code, out = container.exec_run(["ps", "-eo", "args"])
         if code != 0:
             continue
@@ -125,7 +127,13 @@ def node_processes(client: docker.DockerClient, lab: str) -> dict[str, list[str]
 
 def labelled_containers(client: docker.DockerClient, **match: str) -> list[str]:
     return [
-        c.name for c in client.containers.list(all=True, filters=labels.project_filter(**match))
+        c.name
+        for c in client.containers.list(
+            # a container removed between the engine's list and its inspect is no leak
+            all=True,
+            filters=labels.project_filter(**match),
+            ignore_removed=True,
+        )
     ]
 
 

@@ -66,7 +66,7 @@ def interrupt(args: list[str], after: float) -> tuple[int, str, float]:
 def lab_objects(client: docker.DockerClient, lab: str) -> list[str]:
     f = labels.project_filter(**{labels.LAB: lab})
     return (
-        [c.name or "" for c in client.containers.list(all=True, filters=f)]
+        [c.name or "" for c in client.containers.list(all=True, filters=f, ignore_removed=True)]
         + [n.name or "" for n in client.networks.list(filters=f)]
         + [v.name or "" for v in client.volumes.list(filters=f)]
     )

@@ -88,12 +88,17 @@ def test_ctrl_c_removes_the_board_container(
         # a test runner started as a background job passes an ignored SIGINT on
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    deadline = time.monotonic() + 60
-    while not labelled_containers(docker_client, **{labels.KIND: "boot"}):
-        assert time.monotonic() < deadline and proc.poll() is None, "no board container started"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 60
+        while not labelled_containers(docker_client, **{labels.KIND: "boot"}):
+            assert time.monotonic() < deadline and proc.poll() is None, "no board container"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:  # a test that fails before its Ctrl-C leaves no boot running on behind it
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr
     assert not labelled_containers(docker_client, **{labels.KIND: "boot"})

@@ -50,7 +50,7 @@ def cli_json(verb: str, *args: str) -> dict:
 def lab_objects(client: docker.DockerClient, lab: str = LAB) -> list[str]:
     f = labels.project_filter(**{labels.LAB: lab})
     return (
-        [c.name for c in client.containers.list(all=True, filters=f)]
+        [c.name for c in client.containers.list(all=True, filters=f, ignore_removed=True)]
         + [n.name for n in client.networks.list(filters=f)]
         + [v.name for v in client.volumes.list(filters=f)]
     )

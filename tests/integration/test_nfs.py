@@ -47,7 +47,7 @@ def nfs_spec(
     )
     yield spec
     for container in docker_client.containers.list(
-        all=True, filters=labels.project_filter(**{labels.LAB: "test-nfs"})
+        all=True, filters=labels.project_filter(**{labels.LAB: "test-nfs"}), ignore_removed=True
     ):
         container.remove(force=True)
     network.remove()
