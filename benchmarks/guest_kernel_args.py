@@ -18,8 +18,8 @@ from medians import report, summary
 
 from testbed import images, labels
 
-# Runs inside the board container with the image's node code: N boots of one arch, the
-# variant given, each line "seconds" on stdout.
+# Runs inside the board container with the image's node code: one boot of the arch and
+# variant given; its seconds to the ready marker on stdout.
 BOOT_SCRIPT = r"""
 import subprocess, sys, tempfile, time
 from pathlib import Path

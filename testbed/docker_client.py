@@ -57,19 +57,17 @@ def create_container(client: docker.DockerClient, *args: Any, **kwargs: Any) -> 
             answered.set()
 
     threading.Thread(target=request, name="docker create", daemon=True).start()
-    try:
-        answered.wait()
-    except KeyboardInterrupt:
-        while True:
-            try:
-                answered.wait()
-                break
-            except KeyboardInterrupt:
-                continue
+    interrupted: KeyboardInterrupt | None = None
+    while not answered.is_set():
+        try:
+            answered.wait()
+        except KeyboardInterrupt as exc:  # the first one is raised once the answer is in
+            interrupted = interrupted or exc
+    if interrupted is not None:
         for container in made:
             LOG.info("Ctrl-C during its creation: removing %s", container.name)
             container.remove(force=True)
-        raise
+        raise interrupted
     if failed:
         raise failed[0]
     return made[0]

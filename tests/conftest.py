@@ -127,7 +127,7 @@ def node_processes(client: docker.DockerClient, lab: str) -> dict[str, list[str]
 
 def labelled_containers(client: docker.DockerClient, **match: str) -> list[str]:
     return [
-        c.name
+        c.name or ""
         for c in client.containers.list(
             # a container removed between the engine's list and its inspect is no leak
             all=True,
@@ -135,6 +135,16 @@ def labelled_containers(client: docker.DockerClient, **match: str) -> list[str]:
             ignore_removed=True,
         )
     ]
+
+
+def labelled_objects(client: docker.DockerClient, **match: str) -> list[str]:
+    """The names of the testbed's containers, networks and volumes with these labels."""
+    filters = labels.project_filter(**match)
+    return (
+        labelled_containers(client, **match)
+        + [n.name or "" for n in client.networks.list(filters=filters)]
+        + [v.name or "" for v in client.volumes.list(filters=filters)]
+    )
 
 
 @pytest.fixture()
@@ -146,8 +156,5 @@ def no_leaks(docker_client: docker.DockerClient, request: pytest.FixtureRequest)
     match: dict[str, str] = {}
     if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
         match = request.module.NO_LEAKS_OF
-    filters = labels.project_filter(**match)
-    left = labelled_containers(docker_client, **match)
-    left += [n.name for n in docker_client.networks.list(filters=filters)]
-    left += [v.name for v in docker_client.volumes.list(filters=filters)]
+    left = labelled_objects(docker_client, **match)
     assert not left, f"left behind: {left}"

@@ -18,7 +18,14 @@ import docker
 import pytest
 
 from testbed import labels
-from tests.conftest import ROOT, SECOND_TOPOLOGY, lab_for_module, node_processes, run_cli
+from tests.conftest import (
+    ROOT,
+    SECOND_TOPOLOGY,
+    lab_for_module,
+    labelled_objects,
+    node_processes,
+    run_cli,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -64,12 +71,7 @@ def interrupt(args: list[str], after: float) -> tuple[int, str, float]:
 
 
 def lab_objects(client: docker.DockerClient, lab: str) -> list[str]:
-    f = labels.project_filter(**{labels.LAB: lab})
-    return (
-        [c.name or "" for c in client.containers.list(all=True, filters=f, ignore_removed=True)]
-        + [n.name or "" for n in client.networks.list(filters=f)]
-        + [v.name or "" for v in client.volumes.list(filters=f)]
-    )
+    return labelled_objects(client, **{labels.LAB: lab})
 
 
 def check_interrupted(code: int, err: str) -> str:

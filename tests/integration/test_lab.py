@@ -11,7 +11,7 @@ import pytest
 
 from testbed import labels
 from testbed.protocol import RouteEntry
-from tests.conftest import SUITE_TOPOLOGY, run_cli, suite_topology
+from tests.conftest import SUITE_TOPOLOGY, labelled_objects, run_cli, suite_topology
 from tests.seed_tables import SEED_TABLES
 
 pytestmark = pytest.mark.integration
@@ -48,12 +48,7 @@ def cli_json(verb: str, *args: str) -> dict:
 
 
 def lab_objects(client: docker.DockerClient, lab: str = LAB) -> list[str]:
-    f = labels.project_filter(**{labels.LAB: lab})
-    return (
-        [c.name for c in client.containers.list(all=True, filters=f, ignore_removed=True)]
-        + [n.name for n in client.networks.list(filters=f)]
-        + [v.name for v in client.volumes.list(filters=f)]
-    )
+    return labelled_objects(client, **{labels.LAB: lab})
 
 
 @pytest.fixture(scope="module")
