@@ -20,8 +20,19 @@ ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGIES = ROOT / "tests" / "fixtures" / "topologies"
 
 
+# ``-n auto`` (pyproject's addopts): one worker per core, at most this many.  Beyond the
+# four end-to-end modules more workers have little to share out (a module and its lab stay
+# on one worker), and each worker's lab may hold two 512 MiB guests and a shared-memory one.
+MAX_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """pytest-xdist's hook for ``-n auto``: the number of workers."""
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+
+
 def xdist_worker() -> int:
-    """0 in a plain run; N in pytest-xdist's worker gwN (``python -m pytest -n 2``)."""
+    """N in pytest-xdist's worker gwN; 0 in a run without workers (``-n 0``)."""
     name = os.environ.get("PYTEST_XDIST_WORKER", "")
     return int(name[2:]) if name.startswith("gw") else 0
 
@@ -149,12 +160,14 @@ def labelled_objects(client: docker.DockerClient, **match: str) -> list[str]:
 
 @pytest.fixture()
 def no_leaks(docker_client: docker.DockerClient, request: pytest.FixtureRequest) -> Iterator[None]:
-    """The test must leave no testbed container, network or volume behind.  Beside other
-    xdist workers, whose commands create and remove objects meanwhile, that is no object
-    of the kind its module makes (the module's NO_LEAKS_OF: labels to match)."""
+    """The test must leave no testbed container, network or volume of the kinds its module
+    makes behind (the module's NO_LEAKS_OF: one set of labels to match per kind).  Only
+    those: a lab of the user's may be up meanwhile, and beside other xdist workers their
+    commands create and remove objects of their own."""
     yield
-    match: dict[str, str] = {}
-    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-        match = request.module.NO_LEAKS_OF
-    left = labelled_objects(docker_client, **match)
+    left = [
+        name
+        for match in request.module.NO_LEAKS_OF
+        for name in labelled_objects(docker_client, **match)
+    ]
     assert not left, f"left behind: {left}"

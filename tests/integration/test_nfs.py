@@ -17,8 +17,9 @@ from testbed.nfs import NfsServerSpec, create_nfs_server, wait_ready
 from testbed.privileges import NFS
 
 pytestmark = pytest.mark.integration
-# what no_leaks checks beside other xdist workers: this module's own objects
-NO_LEAKS_OF = {labels.LAB: "test-nfs"}
+# what no_leaks checks: this module's own objects (a lab of the user's or another xdist
+# worker's may be up meanwhile)
+NO_LEAKS_OF = [{labels.LAB: "test-nfs"}]
 
 SUBNET = "192.168.210.0/24"  # a test-only subnet, distinct from a running lab's
 SERVER = "192.168.210.10"
