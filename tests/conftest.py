@@ -158,6 +158,11 @@ def labelled_objects(client: docker.DockerClient, **match: str) -> list[str]:
     )
 
 
+def lab_objects(client: docker.DockerClient, lab: str) -> list[str]:
+    """The names of one lab's containers, networks and volumes."""
+    return labelled_objects(client, **{labels.LAB: lab})
+
+
 @pytest.fixture()
 def no_leaks(docker_client: docker.DockerClient, request: pytest.FixtureRequest) -> Iterator[None]:
     """The test must leave no testbed container, network or volume of the kinds its module

@@ -17,12 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 import docker
 import pytest
 
-from testbed import labels
 from tests.conftest import (
     ROOT,
     SECOND_TOPOLOGY,
     lab_for_module,
-    labelled_objects,
+    lab_objects,
     node_processes,
     run_cli,
 )
@@ -68,10 +67,6 @@ def interrupt(args: list[str], after: float) -> tuple[int, str, float]:
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=180)
     return proc.returncode, err, time.monotonic() - sent
-
-
-def lab_objects(client: docker.DockerClient, lab: str) -> list[str]:
-    return labelled_objects(client, **{labels.LAB: lab})
 
 
 def check_interrupted(code: int, err: str) -> str:

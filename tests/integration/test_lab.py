@@ -9,9 +9,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from testbed import labels
 from testbed.protocol import RouteEntry
-from tests.conftest import SUITE_TOPOLOGY, labelled_objects, run_cli, suite_topology
+from tests.conftest import SUITE_TOPOLOGY, lab_objects, run_cli, suite_topology
 from tests.seed_tables import SEED_TABLES
 
 pytestmark = pytest.mark.integration
@@ -45,10 +44,6 @@ def cli_json(verb: str, *args: str) -> dict:
     code, out, err = cli(verb, "--json", *args)
     assert out, err
     return {"_exit": code, **json.loads(out)}
-
-
-def lab_objects(client: docker.DockerClient, lab: str = LAB) -> list[str]:
-    return labelled_objects(client, **{labels.LAB: lab})
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +197,9 @@ def test_up_twice_is_idempotent(docker_client: docker.DockerClient, lab: dict) -
         n["container"]: docker_client.containers.get(n["container"]).id for n in again["nodes"]
     }
     assert before == after
-    assert sorted(lab_objects(docker_client)) == sorted([*before, f"{LAB}-net", f"{LAB}-export"])
+    assert sorted(lab_objects(docker_client, LAB)) == sorted(
+        [*before, f"{LAB}-net", f"{LAB}-export"]
+    )
     assert cli_json("routes")["matches"] is True
 
 
@@ -259,7 +256,7 @@ def test_status_and_down_leave_nothing(docker_client: docker.DockerClient, lab: 
     down = cli_json("down")
     assert down["_exit"] == 0 and len(down["containers"]) == 3
     assert down["networks"] == [f"{LAB}-net"] and down["volumes"] == [f"{LAB}-export"]
-    assert lab_objects(docker_client) == []
+    assert lab_objects(docker_client, LAB) == []
     status = cli_json("status")
     assert status["_exit"] == 1 and status["exists"] is False
 

@@ -12,6 +12,7 @@ from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 
 from testbed import labels
+from testbed.cleanup import remove_labelled
 from testbed.errors import UserError
 from testbed.nfs import NfsServerSpec, create_nfs_server, wait_ready
 from testbed.privileges import NFS
@@ -47,12 +48,7 @@ def nfs_spec(
         labels.for_object("node", lab="test-nfs"),
     )
     yield spec
-    for container in docker_client.containers.list(
-        all=True, filters=labels.project_filter(**{labels.LAB: "test-nfs"}), ignore_removed=True
-    ):
-        container.remove(force=True)
-    network.remove()
-    volume.remove(force=True)
+    remove_labelled(docker_client, lab="test-nfs")
 
 
 def qemu_img(client: docker.DockerClient, board: str, network: str, script: str) -> str:

@@ -10,10 +10,10 @@ from tests import conftest
 
 @pytest.mark.parametrize(("cores", "workers"), [(None, 1), (1, 1), (2, 2), (4, 4), (64, 4)])
 def test_auto_is_one_worker_per_core_at_most_four(
-    monkeypatch: pytest.MonkeyPatch, cores: int | None, workers: int
+    monkeypatch: pytest.MonkeyPatch, pytestconfig: pytest.Config, cores: int | None, workers: int
 ) -> None:
     monkeypatch.setattr(conftest.os, "cpu_count", lambda: cores)
-    assert conftest.pytest_xdist_auto_num_workers(pytest.Config.__new__(pytest.Config)) == workers
+    assert conftest.pytest_xdist_auto_num_workers(pytestconfig) == workers
 
 
 @pytest.mark.parametrize(
