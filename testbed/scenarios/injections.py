@@ -13,7 +13,7 @@ class Injections:
     """Negative controls: each makes one check fail for real, to prove that it can."""
 
     corrupt_page: int | None = None  # ram-pages: alter this guest page on the destination
-    stale_load_page: bool = False  # load-stale: give a load's page an older stamp
+    stale_load_page: bool = False  # load-stale: give a page of each load an older stamp
     time_jump: int = 0  # writeout-gap: move the destination guest's clock on by N s
     split_brain: bool = False  # unreachable-before-switch: resume the source after migrating
     no_route_switch: bool = False  # reachable-after-switch: leave the NFS route unswitched
@@ -26,7 +26,9 @@ class Injections:
 
 INJECTIONS = {
     "corrupt-page": "PAGE: alter guest page PAGE on the destination (ram-pages must fail)",
-    "stale-load-page": "give one page of the first load an older stamp (load-stale must fail)",
+    "stale-load-page": (
+        "give one page of each load mode an older stamp (load-stale must fail for each)"
+    ),
     "time-jump": "S: move the destination guest's clock S seconds on (writeout-gap must fail)",
     "split-brain": "resume the source after the migration (unreachable-before-switch must fail)",
     "no-route-switch": "leave the NFS server's route unswitched (reachable-after-switch must fail)",

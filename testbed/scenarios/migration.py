@@ -802,21 +802,29 @@ class MigrationScenario:
                 f"({poke.address}, VM {poke.status_after})"
             )
         if inject.stale_load_page:
-            spec = self.specs[0]
-            head = STAMP_MAGICS[spec.mode].to_bytes(8, "little")
-            found = self.lab.call(src, RamFind(head.hex(), limit=64)).pages
-            if not found:
-                raise UserError("negative control: no page of the first load found in RAM")
-            page = found[len(found) // 2]
-            current = bytes.fromhex(self.lab.call(src, RamPeek([page])).heads[str(page)])
-            stamp = older_stamp(current, magics)
-            if stamp is None:
-                raise UserError(f"negative control: page {page} holds no usable stamp")
-            poke = self.lab.call(dst, RamPoke(page, stamp.hex()))
-            self.step(
-                f"negative control: page {page} ({poke.address}) given an older stamp "
-                f"of load {spec.ident} on {dst}"
-            )
+            # loads of one mode share their stamp's magic: the first of each mode is aged
+            firsts = {spec.mode: spec for spec in reversed(self.specs)}
+            for spec in self.specs:
+                if firsts[spec.mode] is spec:
+                    self.age_one_page(src, dst, spec, magics)
+
+    def age_one_page(self, src: str, dst: str, spec: LoadSpec, magics: dict[str, int]) -> None:
+        """Give one page of ``spec``'s load an older stamp on the paused destination, as a
+        lost dirty page would show it (load-stale must then fail for that load)."""
+        head = STAMP_MAGICS[spec.mode].to_bytes(8, "little")
+        found = self.lab.call(src, RamFind(head.hex(), limit=64)).pages
+        if not found:
+            raise UserError(f"negative control: no page of load {spec.ident} found in RAM")
+        page = found[len(found) // 2]
+        current = bytes.fromhex(self.lab.call(src, RamPeek([page])).heads[str(page)])
+        stamp = older_stamp(current, magics)
+        if stamp is None:
+            raise UserError(f"negative control: page {page} holds no usable stamp")
+        poke = self.lab.call(dst, RamPoke(page, stamp.hex()))
+        self.step(
+            f"negative control: page {page} ({poke.address}) given an older stamp "
+            f"of load {spec.ident} on {dst}"
+        )
 
     def finish(
         self, node: str, hops: list[HopObservation]
