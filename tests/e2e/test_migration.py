@@ -55,46 +55,60 @@ def failing(result: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-@pytest.mark.parametrize("arch", ["armv7", "armv8"])
+@pytest.mark.parametrize(
+    ("arch", "round_trips"), [("armv7", 1), ("armv8", 0)], ids=["armv7-a-b-a", "armv8-a-b"]
+)
 def test_migration_passes_with_every_check(
     docker_client: docker.DockerClient,
     built_images: dict[str, str],
     lab: str,
     arch: str,
+    round_trips: int,
     tmp_path: Path,
 ) -> None:
-    code, result, stderr = run_migration("--arch", arch, "--report", str(tmp_path))
+    """The seed's procedure passes every check; armv7 goes on back to Gauss A (a round
+    trip), and every migration of it is checked as the first is."""
+    args = ["--arch", arch, "--report", str(tmp_path)]
+    if round_trips:
+        args += ["--round-trips", str(round_trips)]
+    code, result, stderr = run_migration(*args)
     assert code == 0 and result["verdict"] == "pass", (result["failures"], stderr[-2000:])
     assert {c["check"] for c in result["checks"]} == ALL_CHECKS
     assert all(c["outcome"] == "pass" for c in result["checks"])
     label = docker_client.images.get(built_images["board"]).labels[labels.QEMU_VERSION]
     assert result["qemu_version"] == label and result["arch"] == arch
     assert result["boot"]["root"] == "disk"  # the guest runs from the NFS disk
-    hop = result["migrations"][0]
-    m = hop["migration"]
-    assert m["status"] == "completed" and m["total_ms"] > 0 and m["downtime_ms"] >= 0
-    assert m["transferred_bytes"] > 64 << 20 and m["dirty_sync_count"] >= 2
-    assert m["switchover_at"] is not None and m["switchover_at"] >= m["started_at"]
-    assert hop["iterations"] and hop["iterations"][-1]["pass_no"] == m["dirty_sync_count"]
-    assert hop["memory"]["pages_compared"] == 512 * 256 and hop["memory"]["differing_pages"] == []
-    load = hop["loads"][0]
-    assert load["ident"] == "dirtyram" and load["stale_after"] == load["stale_before"] == 0
-    assert load["passes_after"] >= load["passes_before"] + 2
-    net = hop["network"]
-    assert net["reachable_before_switch"] is False  # the seed's observation
-    assert net["reachable_after_switch"] is True
-    # the outage is timed from QEMU's RESUME event, the switch right after it
-    assert 0 < net["switch_to_reply_ms"] <= net["outage_ms"]
+    hops = [(hop["source"], hop["destination"]) for hop in result["migrations"]]
+    there_and_back = [("gauss-a", "gauss-b"), ("gauss-b", "gauss-a")]
+    assert hops == (there_and_back * round_trips or [("gauss-a", "gauss-b")])
+    for hop in result["migrations"]:
+        assert hop["verdict"] == "pass", hop["failures"]
+        m = hop["migration"]
+        assert m["status"] == "completed" and m["total_ms"] > 0 and m["downtime_ms"] >= 0
+        assert m["transferred_bytes"] > 64 << 20 and m["dirty_sync_count"] >= 2
+        assert m["switchover_at"] is not None and m["switchover_at"] >= m["started_at"]
+        assert hop["iterations"] and hop["iterations"][-1]["pass_no"] == m["dirty_sync_count"]
+        memory = hop["memory"]
+        assert memory["pages_compared"] == 512 * 256 and memory["differing_pages"] == []
+        load = hop["loads"][0]
+        assert load["ident"] == "dirtyram" and load["stale_after"] == load["stale_before"] == 0
+        assert load["passes_after"] >= load["passes_before"] + 2
+        net = hop["network"]
+        assert net["reachable_before_switch"] is False  # the seed's observation
+        assert net["reachable_after_switch"] is True
+        # the outage is timed from QEMU's RESUME event, the switch right after it
+        assert 0 < net["switch_to_reply_ms"] <= net["outage_ms"]
     assert result["disk"]["fsck_exit"] == 0
     assert result["final_loads"] == [{"ident": "dirtyram", "result": "PASS", "stale": 0}]
     assert "removed 3 container(s)" not in result["cleanup"]  # the module's lab stays up
     files = {p.name for p in (tmp_path / f"migration-{arch}").iterdir()}
+    last = hops[-1][1]
     assert {
         "index.html",
         "summary.md",
         "results.json",
         f"migration-{arch}.json",
-        "console-final-gauss-b.log",
+        f"console-final-{last}.log",
     } <= files
 
 
@@ -150,16 +164,6 @@ def test_split_brain_is_caught_by_the_old_route(lab: str) -> None:
     assert "unreachable-before-switch" in fails, result["failures"]
     assert "split brain" in fails["unreachable-before-switch"][0]["summary"]
     assert fails["unreachable-before-switch"][0]["evidence"]["old_route_replies"] > 0
-
-
-def test_round_trip_a_b_a(lab: str) -> None:
-    code, result, _ = run_migration("--arch", "armv7", "--round-trips", "1")
-    assert code == 0 and result["verdict"] == "pass", result["failures"]
-    hops = [(m["source"], m["destination"]) for m in result["migrations"]]
-    assert hops == [("gauss-a", "gauss-b"), ("gauss-b", "gauss-a")]
-    for m in result["migrations"]:
-        assert m["verdict"] == "pass" and m["memory"]["differing_pages"] == []
-        assert m["network"]["reachable_after_switch"]
 
 
 def test_lab_link_cut_mid_transfer_fails_then_a_retry_succeeds(
@@ -347,19 +351,24 @@ def test_topology_of_the_suite_is_not_the_seed_subnet() -> None:
     assert not subnet.overlaps(ipaddress.ip_network(topology.load(None).network.subnet))
 
 
-@pytest.mark.parametrize("load", ["seed", "hot:256", "random:1024", "wide:4096"])
-def test_each_load_detects_a_stale_page(lab: str, load: str) -> None:
-    """The negative control of every load: one of its pages gets an older stamp on the
-    paused destination (through the gdbstub); the load itself must report it stale."""
-    code, result, _ = run_migration(
-        "--arch", "armv8", "--load", load, "--inject", "stale-load-page"
-    )
+EVERY_MODE = ["seed", "hot:256", "random:1024", "wide:4096"]
+
+
+def test_each_load_detects_a_stale_page(lab: str) -> None:
+    """The negative control of every load mode, in one run: one page of each load gets an
+    older stamp on the paused destination (through the gdbstub); each load itself must
+    report its own page stale, and only its own."""
+    loads = [arg for load in EVERY_MODE for arg in ("--load", load)]
+    code, result, _ = run_migration("--arch", "armv8", *loads, "--inject", "stale-load-page")
     assert code == 1
     fails = failing(result)
-    assert "load-stale" in fails, result["failures"]
-    stale = fails["load-stale"][0]["evidence"]["stale_pages"]
-    (diff,) = result["migrations"][0]["memory"]["details"]  # the one page altered
-    mode = load.split(":")[0]
-    assert diff["source_stamp"].startswith(f"{mode} page=")
-    index = diff["source_stamp"].split()[1].split("=")[1]
-    assert index in stale, (diff, stale)  # the load names the very page that was altered
+    assert set(fails) == {"load-stale", "ram-pages", "loads-final"}, result["failures"]
+    stale = {c["evidence"]["mode"]: c["evidence"]["stale_pages"] for c in fails["load-stale"]}
+    assert set(stale) == {load.split(":")[0] for load in EVERY_MODE}, fails["load-stale"]
+    details = result["migrations"][0]["memory"]["details"]
+    assert len(details) == len(EVERY_MODE)  # one page altered per load, nothing else
+    for diff in details:
+        mode, index = diff["source_stamp"].split()[0], diff["source_stamp"].split()[1]
+        assert diff["destination_stamp"].startswith(f"{mode} page=")
+        # the load names the very page that was altered, and no other
+        assert set(stale[mode]) == {index.split("=")[1]}, (diff, stale)
