@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import docker
@@ -36,6 +37,20 @@ def _short(exc: BaseException) -> str:
     return text[:160]
 
 
+LAUNCH_GRACE_S = 5.0  # how long a started thread may take to run, on a very busy machine
+
+
+def _wait_through_ctrl_c(event: threading.Event, timeout: float) -> bool:
+    """Wait for ``event`` up to ``timeout`` seconds; further Ctrl-Cs do not cut it short."""
+    deadline = time.monotonic() + timeout
+    while not event.is_set() and (left := deadline - time.monotonic()) > 0:
+        try:
+            event.wait(left)
+        except KeyboardInterrupt:
+            pass
+    return event.is_set()
+
+
 def create_container(client: docker.DockerClient, *args: Any, **kwargs: Any) -> Container:
     """``client.containers.create`` that a Ctrl-C cannot cut in half.
 
@@ -45,10 +60,12 @@ def create_container(client: docker.DockerClient, *args: Any, **kwargs: Any) -> 
     milliseconds), removes the container if one was made, and then goes on."""
     made: list[Container] = []
     failed: list[BaseException] = []
+    launched = threading.Event()  # the request's thread runs
     answered = threading.Event()  # not Thread.join: a join that a Ctrl-C interrupts can
     # mark a running thread stopped (CPython 3.11, bpo-45274)
 
     def request() -> None:
+        launched.set()
         try:
             made.append(client.containers.create(*args, **kwargs))
         except BaseException as exc:  # handed to the caller's thread
@@ -56,8 +73,15 @@ def create_container(client: docker.DockerClient, *args: Any, **kwargs: Any) -> 
         finally:
             answered.set()
 
-    threading.Thread(target=request, name="docker create", daemon=True).start()
     interrupted: KeyboardInterrupt | None = None
+    try:
+        threading.Thread(target=request, name="docker create", daemon=True).start()
+    except KeyboardInterrupt as exc:
+        # It may come before the thread was started, or while start() waits for it to
+        # run: a thread that was started says so within milliseconds.
+        interrupted = exc
+        if not _wait_through_ctrl_c(launched, LAUNCH_GRACE_S):
+            raise  # never started: nothing was asked of the engine
     while not answered.is_set():
         try:
             answered.wait()

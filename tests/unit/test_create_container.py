@@ -26,12 +26,18 @@ class StandInContainer:
 
 @dataclass
 class SlowContainers:
-    """Creates after ``delay`` seconds, whatever happens to the caller meanwhile."""
+    """Creates after ``delay`` seconds, whatever happens to the caller meanwhile; with
+    ``hold``, only once that event is set too (the Ctrl-C has been delivered)."""
 
     delay: float
     made: list[StandInContainer] = field(default_factory=list)
+    started: threading.Event = field(default_factory=threading.Event)
+    hold: threading.Event | None = None
 
     def create(self, image: str, name: str) -> StandInContainer:
+        self.started.set()
+        if self.hold is not None:
+            assert self.hold.wait(10), "the Ctrl-C was never sent"
         time.sleep(self.delay)
         container = StandInContainer(name)
         self.made.append(container)
@@ -53,13 +59,20 @@ def python_sigint() -> Iterator[None]:
 
 
 def test_a_container_made_after_a_ctrl_c_is_removed(python_sigint: None) -> None:
-    client = StandInClient(SlowContainers(delay=0.5))
-    threading.Timer(0.1, _thread.interrupt_main).start()
-    started = time.monotonic()
+    """The Ctrl-C lands while the engine is creating (it answers only afterwards, however
+    the threads are scheduled)."""
+    sent = threading.Event()
+    client = StandInClient(SlowContainers(delay=0.3, hold=sent))
+
+    def ctrl_c_once_creating() -> None:
+        assert client.containers.started.wait(10)
+        _thread.interrupt_main()
+        sent.set()
+
+    threading.Thread(target=ctrl_c_once_creating, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
         create_container(client, "board", name="testbed-boot-x")  # type: ignore[arg-type]
     # the engine's answer was waited for (the old code raised at once, and leaked it)
-    assert time.monotonic() - started >= 0.45
     (made,) = client.containers.made
     assert made.name == "testbed-boot-x" and made.removed
 
