@@ -99,8 +99,9 @@ def writeout(
     lines: int = 5,
     monotonic: bool = True,
     downtime_ms: int | None = 120,
+    largest_step: int | None = None,
 ) -> WriteoutObservation:
-    return WriteoutObservation(last, first, lines, monotonic, downtime_ms)
+    return WriteoutObservation(last, first, lines, monotonic, downtime_ms, largest_step)
 
 
 def network(
@@ -356,6 +357,17 @@ def test_writeout_gap_longer_downtime_allows_more() -> None:
 def test_writeout_gap_negative_gap_fails() -> None:
     result = WriteoutGap().judge(hop(writeout=writeout(1000, 998)))
     assert_fail(result, "writeout-gap", "gap of -2 s")
+
+
+def test_writeout_gap_a_clock_jump_between_two_lines_fails() -> None:
+    """The gap at the switchover is fine, but the clock jumps later on the destination (a
+    time-jump typed after its first line): a step over MAX_STEP_SECONDS fails."""
+    at_limit = writeout(1000, 1002, largest_step=mig.MAX_STEP_SECONDS)
+    assert_pass(WriteoutGap().judge(hop(writeout=at_limit)), "writeout-gap")
+    over = writeout(1000, 1002, largest_step=mig.MAX_STEP_SECONDS + 37)
+    result = WriteoutGap().judge(hop(writeout=over))
+    assert_fail(result, "writeout-gap", "clock jumped 40 s", "gauss-b")
+    assert result.evidence["largest_step"] == 40 and result.evidence["gap_seconds"] == 2
 
 
 def test_writeout_gap_time_going_backwards_fails() -> None:
