@@ -117,3 +117,39 @@ def test_nothing_stopped_is_said_once() -> None:
         joined_summaries([Interrupted("nothing to stop or remove"), Interrupted("stopped x")])
         == "stopped x"
     )
+
+
+def test_a_ctrl_c_inside_start_leaves_the_late_track_unstarted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Ctrl-C lands inside the second Thread.start(), after the thread was started but
+    before it ran (as when it comes while start() waits for the new thread): the first
+    track stops what it started; the second, once it runs, sees the cancel and starts
+    nothing, so nothing is left running that the summary does not name."""
+    log: list[str] = []
+    started = [threading.Event(), threading.Event()]
+    real_start_new_thread = threading._start_new_thread  # type: ignore[attr-defined]
+    late_track_ended = threading.Event()
+
+    def start_late_then_ctrl_c(function: Callable[..., None], args: tuple[object, ...]) -> int:
+        if getattr(getattr(function, "__self__", None), "name", "") != "track 1":
+            return int(real_start_new_thread(function, args))
+        gate = threading.Event()
+
+        def after_the_gate(*inner: object) -> None:
+            gate.wait(5)
+            function(*inner)
+            late_track_ended.set()
+
+        real_start_new_thread(after_the_gate, args)
+        real_start_new_thread(lambda: (time.sleep(0.3), gate.set()), ())
+        raise KeyboardInterrupt  # the thread exists, and has not run yet
+
+    monkeypatch.setattr(threading, "_start_new_thread", start_late_then_ctrl_c)
+    with pytest.raises(Interrupted) as caught:
+        run_tracks(
+            [[until_cancelled("m1", started[0], log)], [until_cancelled("s1", started[1], log)]]
+        )
+    assert caught.value.summary == "stopped m1"
+    assert late_track_ended.wait(5)
+    assert log == ["m1"]
