@@ -80,11 +80,11 @@ def _shmem_params(args: argparse.Namespace, arch: str, workload: str) -> Any:
     if args.drop_every is not None and args.drop_every < 1:
         raise UserError(f"--drop-every {args.drop_every} is out of range", "use 1 or more")
     inject = set(args.inject_shmem or [])
-    unknown = inject - {"tamper-region", "shm-first", "paused-vm"}
+    unknown = inject - {"tamper-region", "corrupt-replica", "shm-first", "paused-vm"}
     if unknown:
         raise UserError(
             f"--inject {sorted(unknown)[0]}: unknown fault for shmem",
-            "use tamper-region, shm-first or paused-vm",
+            "use tamper-region, corrupt-replica, shm-first or paused-vm",
         )
     params = ShmemParams(
         arch=arch,
@@ -98,6 +98,7 @@ def _shmem_params(args: argparse.Namespace, arch: str, workload: str) -> Any:
         lab=args.lab,
         topology_file=args.topology,
         tamper_region="tamper-region" in inject,
+        corrupt_replica="corrupt-replica" in inject,
         shm_first="shm-first" in inject,
         pause_vm="paused-vm" in inject,
         keep=args.keep,
@@ -682,6 +683,8 @@ def register(sub: Any) -> None:
         metavar="FAULT",
         help="negative control: tamper-region (the host writes "
         "the region after the final checkpoint: guest-checksum must fail) or "
+        "corrupt-replica (the daemon alters a page of the replica before the final "
+        "checkpoint: final-identity and sum-r must fail) or "
         "shm-first (the shared block first in RAM order: QEMU 10.0.2 aborts) or "
         "paused-vm (the VM paused after the daemon ended: vm-resumed must fail)",
     )

@@ -69,6 +69,7 @@ def _cmd_replicate(args: argparse.Namespace) -> int:
             args.until_quiet,
             args.checkpoint_every,
             args.result,
+            corrupt_final_page=args.corrupt_final_page,
         )
     )
     return 0
@@ -115,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--remote", metavar="HOST:PORT", help="send pages to a receiver instead")
     rep.add_argument(
         "--drop-every", type=int, metavar="N", help="negative control: drop every Nth page"
+    )
+    rep.add_argument(
+        "--corrupt-final-page",
+        type=int,
+        metavar="P",
+        help="negative control: alter page P of the replica just before the final checkpoint",
     )
     rep.add_argument(
         "--until-quiet",

@@ -15,7 +15,9 @@ log as the migration stream, so the daemon migrates the VM into itself, over and
 
 The destination is a local file, or (``--remote``) a receiver on another node
 (``python3 -m testbed.node receive``).  ``--drop-every N`` drops every Nth page on
-purpose: the negative control, whose checkpoints must list the dropped pages."""
+purpose: the negative control, whose checkpoints must list the dropped pages;
+``--corrupt-final-page P`` alters page P of the replica just before the final checkpoint:
+the negative control of the final identity and ``sum -r``."""
 
 from __future__ import annotations
 
@@ -277,6 +279,7 @@ class ReplicationReport:
     all_checkpoints: list[Checkpoint] = field(default_factory=list)
     final: Checkpoint | None = None
     dropped_pages: list[int] = field(default_factory=list)
+    corrupted_final_page: int | None = None  # negative control: made to differ at the end
     stop_reason: str = ""
     seconds: float = 0.0
     resumed: bool = False
@@ -301,11 +304,13 @@ class Replicator:
         checkpoint_every: float = 10.0,
         block_suffix: str = "/shm",
         interval: float = 0.2,
+        corrupt_final_page: int | None = None,
     ) -> None:
         self.qmp_path = qmp_path
         self.shm_path = shm_path
         self.dest = dest
         self.drop_every = drop_every
+        self.corrupt_final_page = corrupt_final_page
         self.until_quiet = until_quiet
         self.checkpoint_every = checkpoint_every
         self.block_suffix = block_suffix
@@ -447,6 +452,9 @@ class Replicator:
             report.shm_pages += stats.shm_pages
             report.stream_pages += stats.stream_pages
             report.stream_bytes += stats.stream_bytes
+            if final and self.corrupt_final_page is not None:
+                self._corrupt_replica(self.corrupt_final_page)
+                report.corrupted_final_page = self.corrupt_final_page
             checkpoint = self._checkpoint(epoch, final)
             report.checkpoints += 1
             report.all_checkpoints.append(checkpoint)
@@ -562,6 +570,19 @@ class Replicator:
         stats.seconds = round(time.monotonic() - started, 3)
         return stats, block
 
+    def _corrupt_replica(self, page: int) -> None:
+        """Negative control: the replica's page ``page`` made to differ from the region's
+        (every bit flipped) just before the final checkpoint, as a write lost by the last
+        pass would leave it: final-identity and sum-r must fail."""
+        region = self.region()
+        if not 0 <= page < len(region) // PAGE:
+            raise ReplicationError(
+                f"--corrupt-final-page {page} is outside the region ({len(region) // PAGE} pages)"
+            )
+        original = region[page * PAGE : (page + 1) * PAGE]
+        self.dest.write(page * PAGE, bytes(byte ^ 0xFF for byte in original))
+        LOG.info("negative control: page %d of the replica altered before the final check", page)
+
     def _checkpoint(self, epoch: int, final: bool) -> Checkpoint:
         """The VM is paused (postmigrate): compare destination and region."""
         status = self.cmd("query-status")["status"]
@@ -597,6 +618,7 @@ def run_daemon(
     until_quiet: float | None,
     checkpoint_every: float,
     result_path: str | None,
+    corrupt_final_page: int | None = None,
 ) -> ReplicationReport:
     if not os.path.exists(shm):
         raise ReplicationError(
@@ -612,7 +634,15 @@ def run_daemon(
         if dest is None:
             raise ReplicationError("give --dest FILE or --remote HOST:PORT")
         destination = FileDestination(dest, size)
-    replicator = Replicator(qmp, shm, destination, drop_every, until_quiet, checkpoint_every)
+    replicator = Replicator(
+        qmp,
+        shm,
+        destination,
+        drop_every,
+        until_quiet,
+        checkpoint_every,
+        corrupt_final_page=corrupt_final_page,
+    )
 
     def on_signal(signum: int, frame: Any) -> None:
         replicator.stop_reason = f"signal {signal.Signals(signum).name}"

@@ -67,6 +67,7 @@ SHM_PATH = "/dev/shm/aeshmem"
 WORK = "/run/testbed/replica"
 REPLICA = f"{WORK}/aeshmem"
 RESULT = f"{WORK}/result.json"
+CORRUPTED_REPLICA_PAGE = 7  # --inject corrupt-replica: the page of the replica altered
 RECEIVER_PORT = 7777
 WORKLOADS = ("dirty", "remap")
 _SIZE = re.compile(r"^(\d+)([KM])$")
@@ -93,6 +94,7 @@ class ShmemParams:
     restart_daemon_after: float | None = None  # kill -9 the daemon then, start a new one
     shm_first: bool = False  # the shared block first in RAM order (QEMU 10.0.2 aborts)
     tamper_region: bool = False  # negative control: the host writes the region at the end
+    corrupt_replica: bool = False  # negative control: the replica altered before the final check
     pause_vm: bool = False  # negative control: the VM paused (QMP stop) after the daemon ended
     keep: bool = False
     vm: str = "guest"  # the VM's name on its board (run all: "shmem", beside a migration)
@@ -277,6 +279,8 @@ class ShmemScenario:
         argv += ["--remote", remote] if remote else ["--dest", REPLICA]
         if p.drop_every:
             argv += ["--drop-every", str(p.drop_every)]
+        if p.corrupt_replica:
+            argv += ["--corrupt-final-page", str(CORRUPTED_REPLICA_PAGE)]
         return argv
 
     def start_daemon(self, remote: str | None) -> None:

@@ -87,6 +87,20 @@ def test_drop_every_is_caught_by_the_checkpoints(lab: str) -> None:
     assert "checkpoint" in failing(result)
 
 
+def test_a_corrupted_replica_fails_final_identity_and_sum_r(lab: str) -> None:
+    """The daemon alters one page of the replica just before its final checkpoint: that
+    checkpoint, the final identity and sum -r fail, naming that page, and nothing else."""
+    code, result, _ = run_shmem("--inject", "corrupt-replica")
+    assert code == 1 and result["verdict"] == "fail"
+    assert failing(result) == {"checkpoint", "final-identity", "sum-r"}, result["failures"]
+    daemon = result["daemon"]
+    final = daemon["final"]
+    assert daemon["corrupted_final_page"] == 7
+    assert final["final"] and final["differing_pages"] == [7]
+    assert [c["epoch"] for c in daemon["inexact"]] == [final["epoch"]]  # only the last one
+    assert final["sum_r_src"].split() != final["sum_r_dest"].split()
+
+
 def test_tampered_region_fails_the_guest_checksum(lab: str) -> None:
     code, result, _ = run_shmem("--inject", "tamper-region")
     assert code == 1

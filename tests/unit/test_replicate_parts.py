@@ -13,6 +13,7 @@ from testbed.node.replicate import (
     FileDestination,
     RemoteDestination,
     ReplicationError,
+    Replicator,
     bsd_sum,
     page_hashes,
     serve_receiver,
@@ -63,3 +64,25 @@ def test_remote_destination_over_loopback(tmp_path: Path) -> None:
 def test_unreachable_receiver_is_one_line() -> None:
     with pytest.raises(ReplicationError, match="cannot reach the receiver at 127.0.0.1:1"):
         RemoteDestination("127.0.0.1:1", 4096, connect_timeout=0.5)
+
+
+def test_corrupt_final_page_makes_exactly_that_page_differ(tmp_path: Path) -> None:
+    """The negative control of final-identity and sum-r: the replica's page is made to
+    differ from the region's (the region itself is left alone), and a page outside the
+    region is refused in one line."""
+    region = os.urandom(4 * 4096)
+    (tmp_path / "shm").write_bytes(region)
+    dest = FileDestination(str(tmp_path / "replica"), len(region))
+    for offset in range(0, len(region), 4096):
+        dest.write(offset, region[offset : offset + 4096])
+    replicator = Replicator("/nonexistent/qmp.sock", str(tmp_path / "shm"), dest)
+    replicator._corrupt_replica(2)
+    dest.flush()
+    hashes, want = dest.hashes(), page_hashes(region)
+    differing = [i // 8 for i in range(0, len(want), 8) if hashes[i : i + 8] != want[i : i + 8]]
+    assert differing == [2]
+    assert dest.bsd_sum() != bsd_sum(region)
+    assert (tmp_path / "shm").read_bytes() == region
+    with pytest.raises(ReplicationError, match=r"--corrupt-final-page 4 is outside the region"):
+        replicator._corrupt_replica(4)
+    dest.close()
