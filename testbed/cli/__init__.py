@@ -57,11 +57,6 @@ def _exit_interrupted() -> NoReturn:
     os._exit(130)
 
 
-def entry() -> NoReturn:
-    """The ``testbed`` program (and ``python -m testbed``)."""
-    sys.exit(main(program=True))
-
-
 def main(argv: Sequence[str] | None = None, program: bool = False) -> int:
     """One command.  ``program``: this is the process's own command, which ends with it;
     once the command has ended (its result printed, what it started stopped), a Ctrl-C

@@ -1,4 +1,5 @@
-"""The ``testbed`` program's end (testbed.cli.entry): once its command has ended, a
+"""The ``testbed`` program's start and end (testbed.launcher.entry).  A Ctrl-C while the
+command line loads is one line and exit 130.  Once its command has ended, a
 Ctrl-C has nothing left to interrupt and is ignored (it must not land in the
 interpreter's shutdown and turn the exit status into a death by SIGINT); a SIGTERM then
 ends the process as it would any other.  A command called in-process (main()) leaves
@@ -9,13 +10,15 @@ from __future__ import annotations
 import contextlib
 import io
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from unittest import mock
 
 import pytest
 
-from testbed.cli import entry, main
+from testbed.cli import main
+from testbed.launcher import entry
 
 BAD = ["run", "migration", "--load", "nosuch"]  # refused before anything is created
 
@@ -47,3 +50,29 @@ def test_a_command_called_in_process_leaves_ctrl_c_alone() -> None:
     with contextlib.redirect_stderr(io.StringIO()):
         assert main(BAD) == 2
     assert signal.getsignal(signal.SIGINT) == signal.default_int_handler
+
+
+# The program, with the import of the command line cut short by a Ctrl-C (a KeyboardInterrupt
+# raised inside the import machinery, as the signal's handler would raise it there).
+CUT_IMPORT = """
+import sys
+
+class CtrlC:
+    def find_spec(self, name, path, target=None):
+        if name == "testbed.cli":
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+from testbed.launcher import entry
+sys.argv = ["testbed", "status"]
+entry()
+"""
+
+
+def test_ctrl_c_while_the_command_line_loads_is_one_line_and_exit_130() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", CUT_IMPORT], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr == "interrupted: nothing to stop or remove\n"
