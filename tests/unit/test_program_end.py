@@ -76,3 +76,42 @@ def test_ctrl_c_while_the_command_line_loads_is_one_line_and_exit_130() -> None:
     )
     assert proc.returncode == 130, proc.stderr
     assert proc.stderr == "interrupted: nothing to stop or remove\n"
+
+
+# A Ctrl-C whose KeyboardInterrupt is raised inside a finalizer (here a weakref callback)
+LOST_IN_A_FINALIZER = """
+import sys, time, weakref
+from testbed.launcher import redeliver_lost_ctrl_c
+
+sys.unraisablehook = redeliver_lost_ctrl_c
+
+class Held:
+    pass
+
+def finalizer(ref):
+    raise KeyboardInterrupt
+
+held = Held()
+ref = weakref.ref(held, finalizer)
+try:
+    del held  # the callback runs here; its KeyboardInterrupt is unraisable
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        time.sleep(0.001)
+except KeyboardInterrupt:
+    print("raised where it can act")
+else:
+    print("lost")
+"""
+
+
+def test_a_ctrl_c_swallowed_by_a_finalizer_is_raised_again() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", LOST_IN_A_FINALIZER], capture_output=True, text=True, timeout=60
+    )
+    assert proc.stdout == "raised where it can act\n", proc.stdout + proc.stderr
+    assert "Exception ignored" not in proc.stderr, proc.stderr
+    # without the hook, Python drops it: the control that the test means something
+    plain = LOST_IN_A_FINALIZER.replace("sys.unraisablehook = redeliver_lost_ctrl_c", "")
+    proc = subprocess.run([sys.executable, "-c", plain], capture_output=True, text=True, timeout=60)
+    assert proc.stdout == "lost\n" and "Exception ignored" in proc.stderr, proc.stderr
