@@ -32,8 +32,35 @@ LAB = "tbint"
 OWN_LAB = "tbintown"
 MIGRATION = ["run", "migration", "--arch", "armv8", "--mem", "256", "--load", "seed:4096:256:50"]
 SHMEM = ["run", "shmem", "--arch", "armv8", "--duration", "6", "--remote"]
-# seconds after the start: from the lab's up through boot, migration or replication, checks
-POINTS = [0.7, 1.5, 2.5, 3.5, 4.5, 6.0, 7.0, 8.5, 10.0, 11.5]
+# Ten Ctrl-C points per scenario, each tied to a phase: (a line of the command's standard
+# error, or None for its start; seconds after it).  A busy machine slows every phase, so
+# wall-clock points would drift; these land in the same phase whatever the load.
+POINTS = {
+    "migration": [
+        ("lab-check", None, 0.7),  # the command starts, checks the lab
+        ("root-disk", f"lab {LAB}: up", 0.0),  # the pristine root disk onto the export
+        ("source-launch", "pristine root disk", 0.0),  # the source QEMU launches
+        ("boot", "source QEMU on gauss-a", 1.0),  # the guest boots
+        ("loads", "guest ready", 0.0),  # the loads start, their first passes
+        ("destination", "destination QEMU on gauss-b", 0.0),  # the migration starts
+        ("migrating", "migrate tcp:", 0.0),  # QEMU migrates
+        ("checks", "completed in", 0.0),  # RAM compared, destination resumed, route switched
+        ("loads-stop", "page(s) differ", 0.0),  # the loads stop, the guest powers off
+        ("e2fsck", "stopping the loads", 0.3),  # power-off, e2fsck
+    ],
+    "shmem": [
+        ("lab-check", None, 0.7),  # the command starts, checks the lab
+        ("launch", f"lab {LAB}: up", 0.0),  # the VM launches
+        ("boot", "QEMU on gauss-a", 0.5),  # the guest boots
+        ("receiver", "guest ready", 0.0),  # the receiver on gauss-b starts
+        ("pre-copy", "receiver on gauss-b", 0.0),  # the daemon pre-copies
+        ("program", "replication daemon on gauss-a", 0.0),  # the guest program starts
+        ("replicating", "guest: tstaeshm", 1.0),  # replication, checkpoints
+        ("replicating-late", "guest: tstaeshm", 4.0),  # near the program's end
+        ("last-round", "the guest program stopped", 0.0),  # the daemon's last round
+        ("final-checks", "the guest program stopped", 1.0),  # final checks, guest checksum
+    ],
+}
 
 
 @pytest.fixture(scope="module")
@@ -80,16 +107,55 @@ def check_interrupted(code: int | None, err: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("after", POINTS)
-@pytest.mark.parametrize("scenario", ["migration", "shmem"])
+def interrupt_at(
+    args: list[str], marker: str | None, delay: float
+) -> tuple[int | None, str, float]:
+    """Run the command; ``delay`` seconds after ``marker`` appears on its standard error
+    (after its start, for None) send SIGINT.  Return (exit code, standard error, seconds
+    from the signal to the exit); the exit code is None when the command ended first (no
+    signal is sent then)."""
+    proc = _start(args, subprocess.DEVNULL)
+    assert proc.stderr is not None
+    seen: list[str] = []
+    if marker is not None:
+        for line in proc.stderr:
+            seen.append(line)
+            if marker in line:
+                break
+        else:
+            proc.wait(timeout=180)
+            return None, "".join(seen), 0.0
+    time.sleep(delay)
+    if proc.poll() is not None:
+        return None, "".join(seen) + proc.stderr.read(), 0.0
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    proc.wait(timeout=180)
+    return proc.returncode, "".join(seen) + rest, time.monotonic() - sent
+
+
+@pytest.mark.parametrize(
+    ("scenario", "marker", "delay"),
+    [
+        pytest.param(scenario, marker, delay, id=f"{scenario}-{n:02d}-{phase}")
+        for scenario, points in POINTS.items()
+        for n, (phase, marker, delay) in enumerate(points, 1)
+    ],
+)
 def test_ctrl_c_leaves_the_lab_as_it_was(
-    docker_client: docker.DockerClient, lab: str, scenario: str, after: float
+    docker_client: docker.DockerClient,
+    lab: str,
+    scenario: str,
+    marker: str | None,
+    delay: float,
 ) -> None:
     before = sorted(lab_objects(docker_client, LAB))
     args = [*(MIGRATION if scenario == "migration" else SHMEM), "--lab", LAB]
-    code, err, seconds = interrupt(args, after)
+    code, err, seconds = interrupt_at(args, marker, delay)
     if code is None:  # it had ended before the signal: not an interruption point
-        pytest.skip(f"{scenario} ended before {after} s")
+        assert marker is not None and marker in err, err[-2000:]  # but it got that far
+        pytest.skip(f"{scenario} ended within {delay:g} s of {marker!r}")
     message = check_interrupted(code, err)
     assert node_processes(docker_client, LAB) == {}, message
     assert sorted(lab_objects(docker_client, LAB)) == before  # the lab stays as it was
