@@ -30,6 +30,25 @@ BACKGROUND = re.compile(
 )
 
 
+def command_output(text: str, token: str) -> str:
+    """What a command typed on the console printed: ``text`` runs from where the command
+    was typed to the shell's own ``TOKEN=$?=TOKEN`` line (excluded).  The console echoes
+    the typed line, ``... echo TOKEN=$?=TOKEN``, in which the token is the last thing; a
+    background program may print into the middle of that echo, so the output starts on
+    the line after the echo's last token, not after the whole typed line.  Lines that
+    background programs print meanwhile are left out."""
+    end = text.rfind(token)
+    if end >= 0:
+        text = text[end + len(token) :]
+    output = text.split("\n", 1)[1] if "\n" in text else ""
+    lines = [
+        line
+        for line in output.replace("\r", "").strip("\n").splitlines()
+        if not BACKGROUND.match(line)
+    ]
+    return "\n".join(lines)
+
+
 class ConsoleTimeout(Exception):
     def __init__(self, what: str, timeout: float, tail: str) -> None:
         super().__init__(f"serial console: no {what} within {timeout:.0f} s; last output: {tail!r}")
@@ -167,16 +186,8 @@ class SerialPort:
             joiner = " " if command.rstrip().endswith("&") else "; "  # `cmd &; x` is no sh
             await self.write(f"{command.rstrip()}{joiner}{typed}\n")
             match = await self.wait_for(rf"{token}=(\d+)={token}", timeout, start)
-            text = self._since(start)[: match.start()]
-            echo_at = text.rfind(typed)
-            text = text[echo_at + len(typed) :] if echo_at >= 0 else text
-            output = text.split("\n", 1)[1] if "\n" in text else ""
-            lines = [
-                line
-                for line in output.replace("\r", "").strip("\n").splitlines()
-                if not BACKGROUND.match(line)
-            ]
-            return CommandOutput("\n".join(lines), int(match.group(1)))
+            output = command_output(self._since(start)[: match.start()], token)
+            return CommandOutput(output, int(match.group(1)))
 
     async def close(self) -> None:
         if self._mux is not None:

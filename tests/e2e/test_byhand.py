@@ -31,6 +31,15 @@ def lab(docker_client: docker.DockerClient, built_images: dict[str, str]) -> Ite
     yield from lab_for_module(LAB)
 
 
+@pytest.fixture(autouse=True)
+def no_guest_left_for_the_next_test(lab: str) -> Iterator[None]:
+    """A test that fails half way may leave its guests running: they are stopped after it,
+    so that its failure stays its own instead of failing the tests after it."""
+    yield
+    for guest in cli_json("guest", "list"):
+        cli("guest", "stop", guest["node"], "--vm", guest["name"])
+
+
 def cli(*args: str, timeout: float = 300) -> tuple[int, str, str]:
     words = list(args)
     at = words.index("--") if "--" in words else len(words)
