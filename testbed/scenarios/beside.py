@@ -30,6 +30,10 @@ def run_tracks(tracks: Sequence[Sequence[Run[T]]]) -> list[T]:
     cancel = threading.Event()
     results: list[list[T]] = [[] for _ in tracks]
     raised: list[BaseException | None] = [None] * len(tracks)
+    # Each track says when it has ended.  Not Thread.join: on CPython 3.11 a join that a
+    # Ctrl-C interrupts can mark a running thread stopped (bpo-45274), and a later join
+    # then returns at once, before the track has said what it stopped.
+    ended = [threading.Event() for _ in tracks]
 
     def work(index: int) -> None:
         try:
@@ -41,6 +45,8 @@ def run_tracks(tracks: Sequence[Sequence[Run[T]]]) -> list[T]:
             LOG.info("track %d ended with %s: %s", index, type(exc).__name__, exc)
             raised[index] = exc
             cancel.set()
+        finally:
+            ended[index].set()
 
     threads = [
         threading.Thread(target=work, args=(index,), name=f"track {index}", daemon=True)
@@ -49,15 +55,15 @@ def run_tracks(tracks: Sequence[Sequence[Run[T]]]) -> list[T]:
     try:
         for thread in threads:
             thread.start()
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(JOIN_SLICE_S)
+        for track_ended in ended:
+            while not track_ended.wait(JOIN_SLICE_S):
+                pass
     except KeyboardInterrupt:  # also between two starts: each started thread is waited for
         cancel.set()
         with second_ctrl_c_waits():
-            for thread in threads:
-                if thread.ident is not None:
-                    thread.join()
+            for index, thread in enumerate(threads):
+                if thread.ident is not None:  # it runs, or has run: it ends soon
+                    ended[index].wait()
         raise Interrupted(joined_summaries(raised)) from None
     errors = [exc for exc in raised if exc is not None and not isinstance(exc, Interrupted)]
     if errors:
