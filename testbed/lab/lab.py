@@ -255,6 +255,12 @@ class Lab:
     def agent(self, node: str) -> AgentClient:
         client = self._agents.get(node)
         if client is None or client.lost is not None:
+            if client is not None:
+                found = self.docker.container(node)
+                if found is None or found.status != "running":
+                    # this run's agent was lost with its node: a fault of the procedure
+                    # (its verdict says so), not a lab to bring up
+                    raise NodeLost(node, client.lost or "the node stopped")
             container = self.container(node)
             client = AgentClient(self.client, container.id or "", node, self.who, self.cancel)
             try:

@@ -264,6 +264,30 @@ def test_source_qemu_killed_mid_migration_is_a_verdict(
     assert node_processes(docker_client, LAB) == {}
 
 
+def test_board_killed_in_the_final_steps_fails_the_procedure(
+    docker_client: docker.DockerClient, lab: str
+) -> None:
+    """The negative control of `procedure`: the migration and its checks pass, then the
+    destination board dies while the loads are stopped and the guest powers off."""
+    killed = threading.Event()
+
+    def on_step(text: str) -> None:
+        if not killed.is_set() and "stopping the loads" in text:
+            killed.set()
+            docker_client.containers.get(f"{LAB}-gauss-b").kill()
+
+    params = MigrationParams(arch="armv8", mem_mb=256, loads=("seed:2048:64:50",), lab=LAB)
+    result = MigrationScenario(docker_client, params, on_step).run()
+    assert killed.is_set() and result.verdict.value == "fail"
+    assert result.migrations[0].verdict == "pass", result.failures  # the checks before it
+    procedure = [c for c in result.checks if c.check == "procedure"]
+    assert len(procedure) == 1 and procedure[0].failed, result.failures
+    assert "gauss-b" in procedure[0].summary and "the final steps" in procedure[0].summary
+    assert procedure[0].summary == result.fault
+    assert node_processes(docker_client, LAB) == {}
+    assert run_cli("up", "--lab", LAB, "--topology", SUITE_TOPOLOGY).returncode == 0
+
+
 def test_nfs_server_paused_for_5_s_mid_migration_passes(
     docker_client: docker.DockerClient, lab: str
 ) -> None:
