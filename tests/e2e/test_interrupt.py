@@ -73,31 +73,17 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _start(args: list[str], stdout: int) -> subprocess.Popen[str]:
+def _start(args: list[str]) -> subprocess.Popen[str]:
+    """The command, its standard error piped (the step lines the Ctrl-C points wait for)."""
     return subprocess.Popen(
         [sys.executable, "-m", "testbed", *args],
         cwd=ROOT,
-        stdout=stdout,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         preexec_fn=_default_sigint,
         env={**os.environ, "COLUMNS": "200"},
     )
-
-
-def interrupt(args: list[str], after: float) -> tuple[int | None, str, float]:
-    """Run the command, send SIGINT after ``after`` seconds, return (exit code, stderr,
-    seconds from the signal to the exit); the exit code is None when the command had
-    ended before the signal (no signal is sent then)."""
-    proc = _start(args, subprocess.PIPE)
-    time.sleep(after)
-    if proc.poll() is not None:  # ended already: not an interruption point
-        proc.communicate(timeout=180)
-        return None, "", 0.0
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=180)
-    return proc.returncode, err, time.monotonic() - sent
 
 
 def check_interrupted(code: int | None, err: str) -> str:
@@ -108,19 +94,21 @@ def check_interrupted(code: int | None, err: str) -> str:
 
 
 def interrupt_at(
-    args: list[str], marker: str | None, delay: float
+    args: list[str], markers: str | tuple[str, ...] | None, delay: float
 ) -> tuple[int | None, str, float]:
-    """Run the command; ``delay`` seconds after ``marker`` appears on its standard error
-    (after its start, for None) send SIGINT.  Return (exit code, standard error, seconds
-    from the signal to the exit); the exit code is None when the command ended first (no
-    signal is sent then)."""
-    proc = _start(args, subprocess.DEVNULL)
+    """Run the command; ``delay`` seconds after every one of ``markers`` has appeared on
+    its standard error (after its start, for None) send SIGINT.  Return (exit code,
+    standard error, seconds from the signal to the exit); the exit code is None when the
+    command ended first (no signal is sent then)."""
+    wanted = {markers} if isinstance(markers, str) else set(markers or ())
+    proc = _start(args)
     assert proc.stderr is not None
     seen: list[str] = []
-    if marker is not None:
+    if wanted:
         for line in proc.stderr:
             seen.append(line)
-            if marker in line:
+            wanted = {marker for marker in wanted if marker not in line}
+            if not wanted:
                 break
         else:
             proc.wait(timeout=180)
@@ -168,7 +156,7 @@ def interrupt_when_created(docker_client: docker.DockerClient, args: list[str]) 
     """Run the command, send SIGINT as soon as the first object of its lab (the network)
     exists, return (exit code, standard error).  A fixed delay cannot say that: on a busy
     machine the command may not have started creating anything after a second."""
-    proc = _start(args, subprocess.DEVNULL)
+    proc = _start(args)
     deadline = time.monotonic() + 60
     while not lab_objects(docker_client, OWN_LAB) and proc.poll() is None:
         assert time.monotonic() < deadline, "the command created nothing of its lab in 60 s"
@@ -236,24 +224,11 @@ RUN_ALL = ["run", "all", "--mem", "256", "--load", "seed:4096:256:50", "--durati
 def interrupt_after_line(
     args: list[str], markers: str | tuple[str, ...], delay: float
 ) -> tuple[int, str]:
-    """Run the command, send SIGINT ``delay`` seconds after every one of ``markers`` has
-    appeared on its standard error, return (exit code, standard error)."""
-    wanted = {markers} if isinstance(markers, str) else set(markers)
-    proc = _start(args, subprocess.DEVNULL)
-    assert proc.stderr is not None
-    seen: list[str] = []
-    deadline = time.monotonic() + 240
-    for line in proc.stderr:
-        seen.append(line)
-        wanted = {marker for marker in wanted if marker not in line}
-        if not wanted or time.monotonic() > deadline:
-            break
-    assert not wanted, f"never saw {sorted(wanted)} on standard error: {''.join(seen)[-2000:]}"
-    time.sleep(delay)
-    proc.send_signal(signal.SIGINT)
-    rest = proc.stderr.read()
-    proc.wait(timeout=180)
-    return proc.returncode, "".join(seen) + rest
+    """interrupt_at, for a command that must still run when the signal goes: (exit code,
+    standard error)."""
+    code, err, _ = interrupt_at(args, markers, delay)
+    assert code is not None, f"the command ended before the signal ({markers}): {err[-2000:]}"
+    return code, err
 
 
 def test_ctrl_c_in_run_all_stops_both_tracks_and_removes_the_lab_it_created(
