@@ -255,13 +255,14 @@ class Lab:
     def agent(self, node: str) -> AgentClient:
         client = self._agents.get(node)
         if client is None or client.lost is not None:
-            if client is not None:
-                found = self.docker.container(node)
-                if found is None or found.status != "running":
+            try:
+                container = self.container(node)
+            except UserError:
+                if client is not None:
                     # this run's agent was lost with its node: a fault of the procedure
                     # (its verdict says so), not a lab to bring up
-                    raise NodeLost(node, client.lost or "the node stopped")
-            container = self.container(node)
+                    raise NodeLost(node, client.lost or "the node stopped") from None
+                raise
             client = AgentClient(self.client, container.id or "", node, self.who, self.cancel)
             try:
                 client.connect()

@@ -803,10 +803,11 @@ class MigrationScenario:
             )
         if inject.stale_load_page:
             # loads of one mode share their stamp's magic: the first of each mode is aged
-            firsts = {spec.mode: spec for spec in reversed(self.specs)}
+            firsts: dict[str, LoadSpec] = {}
             for spec in self.specs:
-                if firsts[spec.mode] is spec:
-                    self.age_one_page(src, dst, spec, magics)
+                firsts.setdefault(spec.mode, spec)
+            for spec in firsts.values():
+                self.age_one_page(src, dst, spec, magics)
 
     def age_one_page(self, src: str, dst: str, spec: LoadSpec, magics: dict[str, int]) -> None:
         """Give one page of ``spec``'s load an older stamp on the paused destination, as a
