@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 
@@ -41,7 +42,7 @@ import docker
 import docker.errors
 import docker.models.images
 
-from testbed import config, labels
+from testbed import config, image_inputs, labels
 from testbed.config import DEFAULT_SUITE as DEFAULT_SUITE  # re-exported: images.DEFAULT_SUITE
 from testbed.config import SUITES
 from testbed.errors import UserError
@@ -64,6 +65,9 @@ NFS_REPOSITORY = f"{config.IMAGE_PREFIX}/nfs"
 NFS_IMAGE = f"{NFS_REPOSITORY}:latest"
 # Python packages the node agent needs inside the board image, installed from wheels.
 NODE_PACKAGES = ("pyroute2", "qemu.qmp")
+# SOURCE_DATE_EPOCH of the wheel build: 1980-01-01, the earliest date a zip entry can hold
+WHEEL_DATE = "315532800"
+DOCKERFILES = {"board": "Dockerfile.qemu-arm", "nfs": "Dockerfile.nfs"}
 # The base image's environment (what Debian's own images set; docker import sets none).
 BASE_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -144,6 +148,8 @@ class BuiltImage:
     cached_steps: int
     qemu_version: str | None = None
     platform: str | None = None
+    # nothing built: the image's inputs label matched (testbed.image_inputs)
+    up_to_date: bool = False
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -387,6 +393,17 @@ def ensure_base_images(
 
 
 # -- wheels for the board image --------------------------------------------------------------
+def wheel_pins() -> list[str]:
+    """The node agent's dependencies as pip requirements, pinned to the host's versions."""
+    pins = []
+    for name in NODE_PACKAGES:
+        try:
+            pins.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
 def build_wheels(root: Path, dest: Path) -> list[Path]:
     """Wheels of testbed and of the node agent's dependencies, in the build context.
 
@@ -399,12 +416,7 @@ def build_wheels(root: Path, dest: Path) -> list[Path]:
     # setuptools reuses build/lib: a module deleted from the tree would live on in the wheel
     for stale in (root / "build" / "lib", *root.glob("build/bdist.*")):
         shutil.rmtree(stale, ignore_errors=True)
-    pins = []
-    for name in NODE_PACKAGES:
-        try:
-            pins.append(f"{name}=={metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            pins.append(name)
+    pins = wheel_pins()
     cmd = [
         sys.executable,
         "-m",
@@ -417,7 +429,10 @@ def build_wheels(root: Path, dest: Path) -> list[Path]:
         str(root),
         *pins,
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # the same sources give the same wheel, byte for byte (zip entries carry this date), so
+    # docker build's cache keeps the layers that install it
+    env = {**os.environ, "SOURCE_DATE_EPOCH": WHEEL_DATE}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise UserError(
@@ -442,6 +457,7 @@ def build_image(
     on_progress: ProgressCallback | None = None,
     log_path: Path | None = None,
     platform: Platform | None = None,
+    image_labels: dict[str, str] | None = None,
 ) -> BuiltImage:
     """``docker build`` through the API (the engine's classic builder, no BuildKit),
     reporting each step; the full log goes to log_path."""
@@ -457,6 +473,7 @@ def build_image(
             tag=tag,
             buildargs=buildargs or {},
             nocache=nocache,
+            labels=image_labels or {},
             rm=True,
             forcerm=True,
             decode=True,
@@ -559,6 +576,56 @@ def _target(client: docker.DockerClient, target: Target | None) -> Target:
     return target or Target.native(engine_platform(client))
 
 
+def _inputs(client: docker.DockerClient, root: Path, kind: str, target: Target, suite: str) -> str:
+    """The digest of what the ``kind`` image (board or nfs) is built from."""
+    bases = [target.base, target.guest_base] if kind == "board" else [target.base]
+    return image_inputs.digest(
+        root,
+        DOCKERFILES[kind],
+        _kind_buildargs(kind, target, suite),
+        {name: str(client.images.get(name).id) for name in bases},
+        wheel_pins(),
+    )
+
+
+def _kind_buildargs(kind: str, target: Target, suite: str) -> dict[str, str]:
+    if kind == "board":
+        return _buildargs(target, QEMU_SUITE=suite)
+    return {"BASE_IMAGE": target.base, "TESTBED_PLATFORM": target.platform.name}
+
+
+def _up_to_date(
+    client: docker.DockerClient, tag: str, kind: str, inputs: str, target: Target
+) -> BuiltImage | None:
+    """The image ``tag`` as it is, when it was built from ``inputs`` and says its platform
+    (and, for a board, its QEMU version); None when it must be built."""
+    started = time.monotonic()
+    try:
+        image = client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return None
+    found = image.labels or {}
+    if found.get(labels.INPUTS) != inputs:
+        LOG.info("%s: built from other inputs than these, building", tag)
+        return None
+    if kind == "board" and not found.get(labels.QEMU_VERSION):
+        return None
+    if platform_mismatch(tag, image.attrs, target.platform, target.engine):
+        return None
+    return BuiltImage(
+        name=tag.split(":")[0],
+        tag=tag,
+        image_id=str(image.id),
+        size_bytes=int(image.attrs.get("Size", 0)),
+        seconds=round(time.monotonic() - started, 1),
+        steps=0,
+        cached_steps=0,
+        qemu_version=found.get(labels.QEMU_VERSION) if kind == "board" else None,
+        platform=target.platform.name,
+        up_to_date=True,
+    )
+
+
 def build_board(
     client: docker.DockerClient,
     suite: str = DEFAULT_SUITE,
@@ -567,8 +634,10 @@ def build_board(
     on_progress: ProgressCallback | None = None,
     wheels: bool = True,
     target: Target | None = None,
+    inputs: str | None = None,
 ) -> BuiltImage:
-    """``wheels=False``: build/wheels was just made (build_all builds it once for both)."""
+    """``wheels=False``: build/wheels was just made (build_all builds it once for both).
+    ``inputs``: the digest to label the image with (build_all computes it)."""
     check_suite(suite)
     target = _target(client, target)
     root = project_root()
@@ -580,13 +649,14 @@ def build_board(
     built = build_image(
         client,
         root,
-        "Dockerfile.qemu-arm",
+        DOCKERFILES["board"],
         tag,
-        buildargs=_buildargs(target, QEMU_SUITE=suite),
+        buildargs=_kind_buildargs("board", target, suite),
         nocache=nocache,
         on_progress=on_progress,
         log_path=logs / f"qemu-arm-{suite}{target.suffix}.log",
         platform=target.platform,
+        image_labels={labels.INPUTS: inputs} if inputs else None,
     )
     _verify_built(client, tag, target)
     debian_arch, version = inspect_board(client, tag)
@@ -610,6 +680,7 @@ def build_nfs(
     on_progress: ProgressCallback | None = None,
     wheels: bool = True,
     target: Target | None = None,
+    inputs: str | None = None,
 ) -> BuiltImage:
     target = _target(client, target)
     root = project_root()
@@ -620,13 +691,14 @@ def build_nfs(
     built = build_image(
         client,
         root,
-        "Dockerfile.nfs",
+        DOCKERFILES["nfs"],
         target.nfs,
-        buildargs={"BASE_IMAGE": target.base, "TESTBED_PLATFORM": target.platform.name},
+        buildargs=_kind_buildargs("nfs", target, DEFAULT_SUITE),
         nocache=nocache,
         on_progress=on_progress,
         log_path=logs / f"nfs{target.suffix}.log",
         platform=target.platform,
+        image_labels={labels.INPUTS: inputs} if inputs else None,
     )
     _verify_built(client, target.nfs, target)
     return built
@@ -642,27 +714,37 @@ def build_all(
     target: Target | None = None,
 ) -> list[BuiltImage]:
     """The board image of ``suite`` and the NFS image (or ``only`` one) for ``target``
-    (default: the engine's platform), the wheels they both install built once."""
+    (default: the engine's platform), the wheels they both install built once.  An image
+    whose inputs label matches what it would be built from now is kept as it is (unless
+    ``nocache``); on_progress then reports it done in 0 steps."""
+    check_suite(suite)
     target = _target(client, target)
     root = project_root()
-    build_wheels(root, root / "build" / "wheels")
-    built = []
-    if only in (None, "board"):
-        built.append(
-            build_board(
-                client,
-                suite,
+    kinds = [kind for kind in ("board", "nfs") if only in (None, kind)]
+    tags = {"board": target.board(suite), "nfs": target.nfs}
+    inputs = {kind: _inputs(client, root, kind, target, suite) for kind in kinds}
+    done: dict[str, BuiltImage] = {}
+    if not nocache:
+        for kind in kinds:
+            kept = _up_to_date(client, tags[kind], kind, inputs[kind], target)
+            if kept:
+                LOG.info("%s: up to date (inputs %s)", kept.tag, inputs[kind])
+                if on_progress:
+                    on_progress(kept.tag, 0, 0, "up to date")
+                done[kind] = kept
+    if len(done) < len(kinds):
+        build_wheels(root, root / "build" / "wheels")
+    builders = {"board": partial(build_board, client, suite), "nfs": partial(build_nfs, client)}
+    for kind in kinds:
+        if kind not in done:
+            done[kind] = builders[kind](
                 nocache=nocache,
                 on_progress=on_progress,
                 wheels=False,
                 target=target,
+                inputs=inputs[kind],
             )
-        )
-    if only in (None, "nfs"):
-        built.append(
-            build_nfs(client, nocache=nocache, on_progress=on_progress, wheels=False, target=target)
-        )
-    return built
+    return [done[kind] for kind in kinds]
 
 
 @dataclass

@@ -8,6 +8,8 @@ LAB = "io.gauss-testbed.lab"  # the lab's name (labs can coexist)
 ROLE = "io.gauss-testbed.role"  # board | nfs (also set on images)
 QEMU_VERSION = "io.gauss-testbed.qemu-version"
 QEMU_SUITE = "io.gauss-testbed.qemu-suite"
+# on images: the digest of what they were built from (testbed.image_inputs)
+INPUTS = "io.gauss-testbed.inputs"
 
 
 def for_object(kind: str, lab: str | None = None, **extra: str) -> dict[str, str]:

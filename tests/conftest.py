@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import subprocess
@@ -89,13 +90,20 @@ def docker_client() -> docker.DockerClient:
 def built_images(docker_client: docker.DockerClient) -> dict[str, str]:
     """Builds (or, with a warm cache, re-validates) the images through the product's own
     build code.  Returns {"board": tag, "nfs": tag}."""
-    lock = ROOT / "build" / "tests" / "images.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)  # parallel workers: one builds, the others wait
+    with images_lock():
         images.ensure_base_image(docker_client)
         board, nfs = images.build_all(docker_client, images.DEFAULT_SUITE)
     return {"board": board.tag, "nfs": nfs.tag}
+
+
+@contextlib.contextmanager
+def images_lock() -> Iterator[None]:
+    """Held while a test builds or relabels the images (parallel workers: one at a time)."""
+    lock = ROOT / "build" / "tests" / "images.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        yield
 
 
 def lab_for_module(name: str) -> Iterator[str]:

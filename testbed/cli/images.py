@@ -84,7 +84,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                     b.qemu_version or "-",
                     mib(b.size_bytes),
                     f"{b.seconds:.1f} s",
-                    f"{b.cached_steps}/{b.steps}",
+                    "up to date" if b.up_to_date else f"{b.cached_steps}/{b.steps}",
                 ]
                 for b in built
             ],

@@ -8,8 +8,8 @@ import re
 import docker
 import pytest
 
-from testbed import labels
-from tests.conftest import run_cli
+from testbed import images, labels
+from tests.conftest import images_lock, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -68,3 +68,20 @@ def test_images_list_json(built_images: dict[str, str]) -> None:
     listed = {entry["tag"]: entry for entry in json.loads(proc.stdout)}
     assert built_images["board"] in listed and built_images["nfs"] in listed
     assert listed[built_images["board"]]["qemu_version"]
+
+
+def test_an_image_built_from_other_inputs_is_built_again(
+    docker_client: docker.DockerClient, built_images: dict[str, str]
+) -> None:
+    """The inputs label decides: unchanged, nothing is built; changed, the image is."""
+    with images_lock():
+        (kept,) = images.build_all(docker_client, only="nfs")
+        assert kept.up_to_date and kept.steps == 0
+        wanted = docker_client.images.get(kept.tag).labels[labels.INPUTS]
+        images.label_image(docker_client, kept.tag, {labels.INPUTS: "other-inputs"})
+        stale = docker_client.images.get(kept.tag).id
+        (rebuilt,) = images.build_all(docker_client, only="nfs")
+        docker_client.images.remove(stale)
+    assert not rebuilt.up_to_date and rebuilt.steps > 0
+    image = docker_client.images.get(rebuilt.tag)
+    assert image.labels[labels.INPUTS] == wanted and image.id != stale
