@@ -94,7 +94,7 @@ class AgentClient:
     def connect(self, timeout: float = 30.0) -> HelloReply:
         exec_id = self.api.exec_create(
             self.container_id,
-            ["python3", "-m", "testbed.node", "attach"],
+            ["python3", "-m", "testbed.node.attach", protocol.AGENT_SOCKET],
             stdin=True,
             stdout=True,
             stderr=True,
