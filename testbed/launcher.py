@@ -16,37 +16,78 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import NoReturn
 
 NOTHING_STARTED = "interrupted: nothing to stop or remove\n"
-REDELIVER_AFTER_S = 0.01  # the main thread has left the finalizer by then
+REDELIVER_AFTER_S = 0.01  # the main thread has usually left the finalizer by then
+_in_hook = False  # the main thread is inside redeliver_lost_ctrl_c
+_resend = threading.Event()  # set: a swallowed Ctrl-C is to be sent again
+_resender: threading.Thread | None = None
+
+
+def _resend_loop() -> None:
+    while True:
+        _resend.wait()
+        time.sleep(REDELIVER_AFTER_S)
+        _resend.clear()
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def _ask_resend() -> None:
+    """SIGINT to this process again, from another thread, a moment later."""
+    global _resender
+    _resend.set()
+    if _resender is None:
+        _resender = threading.Thread(target=_resend_loop, name="ctrl-c resend", daemon=True)
+        _resender.start()
+
+
+def interrupt(signum: int, frame: object) -> None:
+    """SIGINT's handler: Python's own (KeyboardInterrupt), except while the main thread is
+    in the unraisable hook, where the exception would be dropped again: the signal is
+    asked for again instead, to land once the hook has returned (on a busy machine the
+    hook may still run when the first resend comes)."""
+    if _in_hook:
+        _resend.set()
+        return
+    raise KeyboardInterrupt
 
 
 def redeliver_lost_ctrl_c(unraisable: sys.UnraisableHookArgs) -> None:
     """``sys.unraisablehook``: a KeyboardInterrupt that a finalizer in the main thread
     swallowed is raised again, by the signal again; anything else goes to Python's hook."""
+    global _in_hook
     if (
         unraisable.exc_type is KeyboardInterrupt
         and threading.current_thread() is threading.main_thread()
     ):
-        import logging
+        _in_hook = True
+        try:
+            # from another thread: raised here, inside the hook, it would be dropped again
+            _ask_resend()
+            import logging
 
-        logging.getLogger(__name__).info(
-            "a Ctrl-C raised in a finalizer was lost; sending it again"
-        )
-        # From another thread, a moment later: raised here, inside the hook, it would be
-        # dropped again.  (Ignored if the command has ended meanwhile.)
-        resend = threading.Timer(REDELIVER_AFTER_S, os.kill, (os.getpid(), signal.SIGINT))
-        resend.daemon = True
-        resend.start()
+            logging.getLogger(__name__).info(
+                "a Ctrl-C raised in a finalizer was lost; sending it again"
+            )
+        finally:
+            _in_hook = False
         return
     sys.__unraisablehook__(unraisable)
+
+
+def keep_ctrl_c() -> None:
+    """Install both: the hook that resends a swallowed Ctrl-C and the handler that holds
+    it back while that hook runs."""
+    sys.unraisablehook = redeliver_lost_ctrl_c
+    signal.signal(signal.SIGINT, interrupt)
 
 
 def entry() -> NoReturn:
     """The program: ``testbed.cli.main`` as the process's own command.  (main handles a
     Ctrl-C during its command itself, and exits 130 there.)"""
-    sys.unraisablehook = redeliver_lost_ctrl_c
+    keep_ctrl_c()
     try:
         from testbed.cli import main
 

@@ -81,9 +81,9 @@ def test_ctrl_c_while_the_command_line_loads_is_one_line_and_exit_130() -> None:
 # A Ctrl-C whose KeyboardInterrupt is raised inside a finalizer (here a weakref callback)
 LOST_IN_A_FINALIZER = """
 import sys, time, weakref
-from testbed.launcher import redeliver_lost_ctrl_c
+from testbed.launcher import keep_ctrl_c
 
-sys.unraisablehook = redeliver_lost_ctrl_c
+keep_ctrl_c()
 
 class Held:
     pass
@@ -105,6 +105,21 @@ else:
 """
 
 
+# ... and the hook is slow (its log line waits on a blocked stderr): the Ctrl-C sent again
+# comes while the hook still runs
+SLOW_HOOK = LOST_IN_A_FINALIZER.replace(
+    "class Held:",
+    """import logging
+class Slow(logging.Handler):
+    def emit(self, record):
+        time.sleep(0.3)
+logging.getLogger("testbed.launcher").addHandler(Slow())
+logging.getLogger("testbed.launcher").setLevel(logging.INFO)
+
+class Held:""",
+)
+
+
 def test_a_ctrl_c_swallowed_by_a_finalizer_is_raised_again() -> None:
     proc = subprocess.run(
         [sys.executable, "-c", LOST_IN_A_FINALIZER], capture_output=True, text=True, timeout=60
@@ -112,6 +127,22 @@ def test_a_ctrl_c_swallowed_by_a_finalizer_is_raised_again() -> None:
     assert proc.stdout == "raised where it can act\n", proc.stdout + proc.stderr
     assert "Exception ignored" not in proc.stderr, proc.stderr
     # without the hook, Python drops it: the control that the test means something
-    plain = LOST_IN_A_FINALIZER.replace("sys.unraisablehook = redeliver_lost_ctrl_c", "")
+    plain = LOST_IN_A_FINALIZER.replace("keep_ctrl_c()", "")
     proc = subprocess.run([sys.executable, "-c", plain], capture_output=True, text=True, timeout=60)
     assert proc.stdout == "lost\n" and "Exception ignored" in proc.stderr, proc.stderr
+
+
+def test_a_ctrl_c_sent_again_while_the_hook_still_runs_is_not_lost() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", SLOW_HOOK], capture_output=True, text=True, timeout=60
+    )
+    assert proc.stdout == "raised where it can act\n", proc.stdout + proc.stderr
+    assert "Exception ignored" not in proc.stderr, proc.stderr
+    # with the hook alone (Python's SIGINT handler), the second one is dropped in the hook
+    hook_only = SLOW_HOOK.replace(
+        "keep_ctrl_c()", "sys.unraisablehook = testbed.launcher.redeliver_lost_ctrl_c"
+    ).replace("import sys, time", "import sys, time, testbed.launcher")
+    proc = subprocess.run(
+        [sys.executable, "-c", hook_only], capture_output=True, text=True, timeout=60
+    )
+    assert proc.stdout == "lost\n" and "in sys.unraisablehook" in proc.stderr, proc.stderr
