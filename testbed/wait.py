@@ -6,7 +6,6 @@ with :class:`WaitAborted`.  Standard library only: the node agent uses it too.""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -80,6 +79,8 @@ async def await_until(
     interval: float = 0.05,
 ) -> T:
     """The same, for a coroutine ``check``."""
+    import asyncio  # here: the host's commands, which never await, need not import it
+
     deadline = time.monotonic() + timeout
     while True:
         found = await check()
