@@ -79,9 +79,11 @@ def redeliver_lost_ctrl_c(unraisable: sys.UnraisableHookArgs) -> None:
 
 def keep_ctrl_c() -> None:
     """Install both: the hook that resends a swallowed Ctrl-C and the handler that holds
-    it back while that hook runs."""
+    it back while that hook runs.  A SIGINT that the parent set to be ignored (a job
+    that a script started in the background) stays ignored."""
     sys.unraisablehook = redeliver_lost_ctrl_c
-    signal.signal(signal.SIGINT, interrupt)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, interrupt)
 
 
 def entry() -> NoReturn:

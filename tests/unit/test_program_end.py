@@ -78,6 +78,22 @@ def test_ctrl_c_while_the_command_line_loads_is_one_line_and_exit_130() -> None:
     assert proc.stderr == "interrupted: nothing to stop or remove\n"
 
 
+def _default_sigint() -> None:
+    # a test runner started in the background by a script passes an ignored SIGINT on
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def child(script: str) -> subprocess.CompletedProcess[str]:
+    """``script`` in a Python of its own, whose SIGINT is Python's default."""
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_default_sigint,
+    )
+
+
 # A Ctrl-C whose KeyboardInterrupt is raised inside a finalizer (here a weakref callback)
 LOST_IN_A_FINALIZER = """
 import sys, time, weakref
@@ -121,28 +137,40 @@ class Held:""",
 
 
 def test_a_ctrl_c_swallowed_by_a_finalizer_is_raised_again() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", LOST_IN_A_FINALIZER], capture_output=True, text=True, timeout=60
-    )
+    proc = child(LOST_IN_A_FINALIZER)
     assert proc.stdout == "raised where it can act\n", proc.stdout + proc.stderr
     assert "Exception ignored" not in proc.stderr, proc.stderr
     # without the hook, Python drops it: the control that the test means something
     plain = LOST_IN_A_FINALIZER.replace("keep_ctrl_c()", "")
-    proc = subprocess.run([sys.executable, "-c", plain], capture_output=True, text=True, timeout=60)
+    proc = child(plain)
     assert proc.stdout == "lost\n" and "Exception ignored" in proc.stderr, proc.stderr
 
 
 def test_a_ctrl_c_sent_again_while_the_hook_still_runs_is_not_lost() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", SLOW_HOOK], capture_output=True, text=True, timeout=60
-    )
+    proc = child(SLOW_HOOK)
     assert proc.stdout == "raised where it can act\n", proc.stdout + proc.stderr
     assert "Exception ignored" not in proc.stderr, proc.stderr
     # with the hook alone (Python's SIGINT handler), the second one is dropped in the hook
     hook_only = SLOW_HOOK.replace(
         "keep_ctrl_c()", "sys.unraisablehook = testbed.launcher.redeliver_lost_ctrl_c"
     ).replace("import sys, time", "import sys, time, testbed.launcher")
-    proc = subprocess.run(
-        [sys.executable, "-c", hook_only], capture_output=True, text=True, timeout=60
-    )
+    proc = child(hook_only)
     assert proc.stdout == "lost\n" and "in sys.unraisablehook" in proc.stderr, proc.stderr
+
+
+def test_an_ignored_ctrl_c_stays_ignored() -> None:
+    """A job that a script starts in the background inherits SIGINT ignored: the program
+    leaves it so (its handler would make it answer the script's Ctrl-C)."""
+    script = (
+        "import signal; from testbed.launcher import keep_ctrl_c; keep_ctrl_c(); "
+        "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)"
+    )
+    ignored = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert ignored.stdout == "True\n", ignored.stderr
+    assert child(script).stdout == "False\n"  # by default: the program's own handler
