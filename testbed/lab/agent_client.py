@@ -21,7 +21,7 @@ from typing import Any, TypeVar, cast
 import docker
 from docker.utils.socket import SocketError, next_frame_header, read_exactly
 
-from testbed import codec, protocol
+from testbed import codec, futures, protocol
 from testbed.codec import Json
 from testbed.errors import Cancelled, UserError
 from testbed.protocol import ErrorInfo, Goodbye, Hello, HelloReply, Request, SessionEnd
@@ -234,7 +234,7 @@ class AgentClient:
             if cancel is not None:
                 wait = CANCEL_SLICE_S if wait is None else min(CANCEL_SLICE_S, wait)
             try:
-                return pending.future.result(wait)
+                return futures.result(pending.future, wait)
             except FutureTimeout:
                 if cancel is not None and cancel.is_set():
                     raise Cancelled(

@@ -20,7 +20,7 @@ from typing import TypeVar, cast
 import docker
 import docker.errors
 
-from testbed import images
+from testbed import futures, images
 from testbed.cleanup import Removed, remove_labelled
 from testbed.config import DEFAULT_LAB, check_lab_name
 from testbed.errors import UserError
@@ -201,7 +201,7 @@ class Lab:
                     pool.submit(self._configure, node, bandwidth, step) for node in topology.nodes
                 ]
                 for future in configured:
-                    future.result()
+                    futures.result(future)
         except BaseException:
             if created_here:
                 step(f"lab {self.name}: failed, removing what was created")

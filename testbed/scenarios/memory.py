@@ -7,6 +7,7 @@ import base64
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from testbed import futures
 from testbed.checks.migration import MemoryObservation, PageDiff, decode_stamp
 from testbed.errors import UserError
 from testbed.lab.lab import Lab
@@ -67,7 +68,7 @@ def compare_ram(
         with ThreadPoolExecutor(2) as pool:
             fa = pool.submit(lab.call, src, RamDump())
             fb = pool.submit(lab.call, dst, RamDump())
-            a, b = fa.result(), fb.result()
+            a, b = futures.result(fa), futures.result(fb)
     magics = {str(mode): value for mode, value in STAMP_MAGICS.items()}
     try:
         blocks = differing_blocks(a, b)

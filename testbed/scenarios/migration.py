@@ -23,7 +23,7 @@ from typing import cast
 
 import docker
 
-from testbed import codec, images
+from testbed import codec, futures, images
 from testbed.arch import get_arch
 from testbed.checks.base import CheckResult, VerdictKind
 from testbed.checks.migration import (
@@ -674,9 +674,9 @@ class MigrationScenario:
         with ThreadPoolExecutor(2) as pool:
             old_route = pool.submit(self.probe_old_route, src, dst, switched is not None)
             passes = pool.submit(self.wait_passes_after_resume, dst, index, src_text)
-            sent, replies = old_route.result()
+            sent, replies = futures.result(old_route)
             try:
-                at_switchover, after_text = passes.result()
+                at_switchover, after_text = futures.result(passes)
             except AgentError as exc:
                 if exc.kind != "timeout":
                     raise
