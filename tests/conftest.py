@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -90,20 +90,19 @@ def docker_client() -> docker.DockerClient:
 def built_images(docker_client: docker.DockerClient) -> dict[str, str]:
     """Builds (or, with a warm cache, re-validates) the images through the product's own
     build code.  Returns {"board": tag, "nfs": tag}."""
-    with images_lock():
+    lock = ROOT / "build" / "tests" / "images.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # parallel workers: one builds, the others wait
         images.ensure_base_image(docker_client)
         board, nfs = images.build_all(docker_client, images.DEFAULT_SUITE)
     return {"board": board.tag, "nfs": nfs.tag}
 
 
-@contextlib.contextmanager
-def images_lock() -> Iterator[None]:
-    """Held while a test builds or relabels the images (parallel workers: one at a time)."""
-    lock = ROOT / "build" / "tests" / "images.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
-        yield
+def default_sigint() -> None:
+    """``preexec_fn`` of a child that must answer SIGINT: a test runner started in the
+    background by a script has SIGINT ignored, and its children would inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def lab_for_module(name: str) -> Iterator[str]:

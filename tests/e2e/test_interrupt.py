@@ -20,6 +20,7 @@ import pytest
 from tests.conftest import (
     ROOT,
     SECOND_TOPOLOGY,
+    default_sigint,
     lab_for_module,
     lab_objects,
     node_processes,
@@ -68,11 +69,6 @@ def lab(docker_client: docker.DockerClient, built_images: dict[str, str]) -> Ite
     yield from lab_for_module(LAB)
 
 
-def _default_sigint() -> None:
-    # a test runner started as a background job passes an ignored SIGINT on to its children
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _start(args: list[str]) -> subprocess.Popen[str]:
     """The command, its standard error piped (the step lines the Ctrl-C points wait for)."""
     return subprocess.Popen(
@@ -81,7 +77,7 @@ def _start(args: list[str]) -> subprocess.Popen[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_default_sigint,
+        preexec_fn=default_sigint,
         env={**os.environ, "COLUMNS": "200"},
     )
 

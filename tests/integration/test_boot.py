@@ -13,7 +13,7 @@ import docker
 import pytest
 
 from testbed import labels
-from tests.conftest import ROOT, labelled_containers, run_cli
+from tests.conftest import ROOT, default_sigint, labelled_containers, run_cli
 
 pytestmark = pytest.mark.integration
 # what no_leaks checks: the boot containers and the KVM probe's (only this module makes
@@ -86,7 +86,7 @@ def test_ctrl_c_removes_the_board_container(
         stderr=subprocess.PIPE,
         text=True,
         # a test runner started as a background job passes an ignored SIGINT on
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=default_sigint,
     )
     try:
         deadline = time.monotonic() + 60

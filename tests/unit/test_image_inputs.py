@@ -29,14 +29,13 @@ def tree(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def digest(root: Path, **change: object) -> str:
-    return image_inputs.digest(
-        root,
-        "Dockerfile.qemu-arm",
-        change.get("args", ARGS),  # type: ignore[arg-type]
-        change.get("bases", BASES),  # type: ignore[arg-type]
-        change.get("pins", PINS),  # type: ignore[arg-type]
-    )
+def digest(
+    root: Path,
+    args: dict[str, str] = ARGS,
+    bases: dict[str, str] = BASES,
+    pins: list[str] = PINS,
+) -> str:
+    return image_inputs.digest(root, "Dockerfile.qemu-arm", args, bases, pins)
 
 
 def test_same_inputs_same_digest_whatever_the_times(tree: Path) -> None:

@@ -19,6 +19,7 @@ import pytest
 
 from testbed.cli import main
 from testbed.launcher import entry
+from tests.conftest import default_sigint
 
 BAD = ["run", "migration", "--load", "nosuch"]  # refused before anything is created
 
@@ -78,11 +79,6 @@ def test_ctrl_c_while_the_command_line_loads_is_one_line_and_exit_130() -> None:
     assert proc.stderr == "interrupted: nothing to stop or remove\n"
 
 
-def _default_sigint() -> None:
-    # a test runner started in the background by a script passes an ignored SIGINT on
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def child(script: str) -> subprocess.CompletedProcess[str]:
     """``script`` in a Python of its own, whose SIGINT is Python's default."""
     return subprocess.run(
@@ -90,7 +86,7 @@ def child(script: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=60,
-        preexec_fn=_default_sigint,
+        preexec_fn=default_sigint,
     )
 
 
