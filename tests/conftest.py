@@ -21,15 +21,45 @@ ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGIES = ROOT / "tests" / "fixtures" / "topologies"
 
 
-# ``-n auto`` (pyproject's addopts): one worker per core, at most this many.  Beyond the
-# four end-to-end modules more workers have little to share out (a module and its lab stay
-# on one worker), and each worker's lab may hold two 512 MiB guests and a shared-memory one.
+# ``-n auto`` (pyproject's addopts): one worker per core and one more, at most this many.
+# The end-to-end tests wait on their guests part of the time (boots from NFS, probes, a
+# paused NFS server, a cut link); with two workers on two cores a fifth of the CPU stayed
+# idle, and the third worker fills it (README, "Figures").  Each worker's lab may hold two
+# 512 MiB guests and a shared-memory one.
 MAX_WORKERS = 4
+
+# The modules that take longest (pytest --durations: 25 to 120 s each with three workers
+# on two cores), longest first.  pytest-xdist hands out whole modules (--dist
+# loadfile) in the order they are collected (--no-loadscope-reorder); a long module handed
+# out last would end the run alone, so these go first and the short ones fill in after.
+LONGEST_MODULES = (
+    "tests/e2e/test_interrupt.py",
+    "tests/e2e/test_migration_faults.py",
+    "tests/e2e/test_shmem.py",
+    "tests/e2e/test_migration.py",
+    "tests/e2e/test_byhand.py",
+    "tests/e2e/test_shmem_faults.py",
+    "tests/integration/test_lab.py",
+    "tests/integration/test_boot.py",
+)
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """pytest-xdist's hook for ``-n auto``: the number of workers."""
-    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+    return max(1, min((os.cpu_count() or 1) + 1, MAX_WORKERS))
+
+
+def longest_first(items: list[pytest.Item]) -> None:
+    """Sort ``items`` in place: LONGEST_MODULES' first, in that order, then the rest as
+    collected."""
+    rank = {module: n for n, module in enumerate(LONGEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+
+
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    longest_first(items)
 
 
 def xdist_worker() -> int:

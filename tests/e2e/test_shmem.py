@@ -3,30 +3,29 @@ replicates it from real QEMU's migration stream; every check is made to fail for
 
 from __future__ import annotations
 
-import json
-import threading
+import functools
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import docker
 import pytest
 
-from testbed import labels
 from testbed.lab.lab import Lab
 from testbed.protocol import Run, VmSpec, VmStart, VmStop
-from testbed.scenarios.shmem import ShmemParams, ShmemScenario
 from tests.conftest import (
-    SUITE_TOPOLOGY,
     lab_for_module,
-    node_processes,
     run_cli,
     suite_topology,
 )
+from tests.e2e import shmem_runs
+from tests.e2e.shmem_runs import failing
 
 pytestmark = pytest.mark.e2e
 
 LAB = "tbshm"
+# A negative control's guest program writes for 3 s, not 6: the fault it injects is caught
+# by the final checkpoint (or after it) however many came before.
+NEGATIVE_CONTROL = ("--duration", "3")
 SERVICE_QMP = "/run/testbed/vm/guest/qmp-service.sock"
 
 
@@ -35,24 +34,25 @@ def lab(docker_client: docker.DockerClient, built_images: dict[str, str]) -> Ite
     yield from lab_for_module(LAB)
 
 
-def run_shmem(*args: str) -> tuple[int, dict[str, Any], str]:
-    proc = run_cli("run", "shmem", "--lab", LAB, "--json", "--duration", "6", *args, timeout=600)
-    assert proc.stdout.strip(), proc.stderr
-    return proc.returncode, json.loads(proc.stdout), proc.stderr
+run_shmem = functools.partial(shmem_runs.run_shmem, LAB)
 
 
-def failing(result: dict[str, Any]) -> set[str]:
-    return {c["check"] for c in result["checks"] if c["outcome"] == "fail"}
-
-
-def qemu_major(client: docker.DockerClient, tag: str) -> int:
-    return int(client.images.get(tag).labels[labels.QEMU_VERSION].split(".")[0])
+# QEMU 10.0.2 now and then sends a page of armv7's remap workload while the guest writes it,
+# and not again (README, "Known defects"; more often on a busy machine).  The checkpoint's page
+# diff shows that shape, and the run is that known defect; then the test runs again, for
+# the clean run it needs.  Any other loss is a FAIL and fails the test at once.
+WRITE_IN_FLIGHT = "tcg-shmem-write-in-flight-10.0"
 
 
 @pytest.mark.parametrize("arch", ["armv8", "armv7"])
 def test_remap_workload_replicates_exactly(lab: str, arch: str) -> None:
-    code, result, stderr = run_shmem("--arch", arch, "--workload", "remap")
-    assert code == 0 and result["verdict"] == "pass", (result["failures"], stderr[-1500:])
+    for _ in range(3):
+        code, result, stderr = run_shmem("--arch", arch, "--workload", "remap")
+        if (result.get("known_defect") or {}).get("id") != WRITE_IN_FLIGHT:
+            break
+        assert code == 0 and failing(result) == {"checkpoint"}, result["failures"]
+    inexact = (result.get("daemon") or {}).get("inexact")  # the checkpoints that failed
+    assert code == 0 and result["verdict"] == "pass", (result["failures"], inexact, stderr[-1500:])
     checks = {c["check"] for c in result["checks"]}
     assert checks == {
         "qemu-alive",
@@ -78,7 +78,7 @@ def test_remap_workload_replicates_exactly(lab: str, arch: str) -> None:
 
 
 def test_drop_every_is_caught_by_the_checkpoints(lab: str) -> None:
-    code, result, _ = run_shmem("--drop-every", "17")
+    code, result, _ = run_shmem("--drop-every", "17", *NEGATIVE_CONTROL)
     assert code == 1 and result["verdict"] == "fail"
     dropped = set(result["daemon"]["dropped_pages"])
     assert dropped
@@ -90,7 +90,7 @@ def test_drop_every_is_caught_by_the_checkpoints(lab: str) -> None:
 def test_a_corrupted_replica_fails_final_identity_and_sum_r(lab: str) -> None:
     """The daemon alters one page of the replica just before its final checkpoint: that
     checkpoint, the final identity and sum -r fail, naming that page, and nothing else."""
-    code, result, _ = run_shmem("--inject", "corrupt-replica")
+    code, result, _ = run_shmem("--inject", "corrupt-replica", *NEGATIVE_CONTROL)
     assert code == 1 and result["verdict"] == "fail"
     assert failing(result) == {"checkpoint", "final-identity", "sum-r"}, result["failures"]
     daemon = result["daemon"]
@@ -102,7 +102,7 @@ def test_a_corrupted_replica_fails_final_identity_and_sum_r(lab: str) -> None:
 
 
 def test_tampered_region_fails_the_guest_checksum(lab: str) -> None:
-    code, result, _ = run_shmem("--inject", "tamper-region")
+    code, result, _ = run_shmem("--inject", "tamper-region", *NEGATIVE_CONTROL)
     assert code == 1
     assert failing(result) == {"guest-checksum"}, result["failures"]
     final = result["daemon"]["final"]
@@ -110,7 +110,7 @@ def test_tampered_region_fails_the_guest_checksum(lab: str) -> None:
 
 
 def test_a_vm_left_paused_fails_vm_resumed(lab: str) -> None:
-    code, result, _ = run_shmem("--inject", "paused-vm")
+    code, result, _ = run_shmem("--inject", "paused-vm", *NEGATIVE_CONTROL)
     assert code == 1 and result["verdict"] == "fail"
     assert "vm-resumed" in failing(result), result["failures"]
     check = next(c for c in result["checks"] if c["check"] == "vm-resumed")
@@ -129,79 +129,6 @@ def test_remote_replication_to_the_other_board(lab: str) -> None:
         f"receiver {suite_topology().node('gauss-b').address}:"
     )
     assert result["daemon"]["final"]["exact"]
-
-
-def test_receiving_board_killed_during_remote_replication_is_a_verdict(
-    docker_client: docker.DockerClient, lab: str
-) -> None:
-    params = ShmemParams(workload="remap", duration=8, lab=LAB, remote=True)
-
-    def kill_soon(text: str) -> None:
-        if text.startswith("guest: tstaeshm"):
-            threading.Timer(2.0, docker_client.containers.get(f"{LAB}-gauss-b").kill).start()
-
-    result = ShmemScenario(docker_client, params, kill_soon).run()
-    assert result.verdict.value == "fail"
-    assert result.fault is not None and result.fault.startswith(
-        "receiver gauss-b died during the replication: container exited 137"
-    ), result.fault
-    assert result.first_failure.endswith(result.fault)
-    assert node_processes(docker_client, LAB) == {}
-    assert run_cli("up", "--lab", LAB, "--topology", SUITE_TOPOLOGY).returncode == 0
-
-
-def test_daemon_killed_and_restarted_resyncs(docker_client: docker.DockerClient, lab: str) -> None:
-    params = ShmemParams(workload="remap", duration=8, lab=LAB, restart_daemon_after=3)
-    result = ShmemScenario(docker_client, params).run()
-    assert result.verdict.value == "pass", result.failures
-    assert result.daemon is not None and result.daemon.final is not None
-    assert result.daemon.final.exact
-
-
-def test_tight_loop_lost_writes_are_a_known_defect(
-    docker_client: docker.DockerClient, built_images: dict[str, str], lab: str
-) -> None:
-    """The finding: under TCG QEMU's dirty tracking loses writes of the seed's tight random
-    loop on the shared block (10.0.2: 9 of 10 runs); the testbed names the pages and calls
-    it the known defect (exit 0 unless --strict).  Up to three runs, so that a lucky clean
-    run is no flake."""
-    for _ in range(3):
-        code, result, _ = run_shmem("--workload", "dirty", "--duration", "8")
-        if result["verdict"] != "pass":
-            break
-        assert code == 0 and result["checkpoints"]["inexact"] == 0
-    assert result["verdict"] == "known-defect", result["failures"]
-    assert code == 0
-    assert result["known_defect"]["id"] in ("tcg-dirty-sync-fastpath", "tcg-shmem-lost-writes-10.0")
-    assert failing(result) == {"checkpoint"}
-    assert all(c["differing_pages"] for c in result["daemon"]["inexact"])
-    strict = run_cli(
-        "run",
-        "shmem",
-        "--lab",
-        LAB,
-        "--json",
-        "--workload",
-        "dirty",
-        "--duration",
-        "8",
-        "--strict",
-        timeout=600,
-    )
-    assert strict.returncode == (0 if json.loads(strict.stdout)["verdict"] == "pass" else 1)
-
-
-def test_shared_block_first_in_ram_order_aborts_qemu_10(
-    docker_client: docker.DockerClient, built_images: dict[str, str], lab: str
-) -> None:
-    if qemu_major(docker_client, built_images["board"]) != 10:
-        pytest.skip("the abort is QEMU 10.0's")
-    code, result, _ = run_shmem("--inject", "shm-first", "--duration", "4")
-    assert result["verdict"] == "known-defect", result["failures"]
-    assert "qemu-alive" in failing(result)
-    qemu = next(c for c in result["checks"] if c["check"] == "qemu-alive")
-    assert "tlb_reset_dirty_range_all" in qemu["summary"]
-    assert node_processes(docker_client, LAB) == {}
 
 
 @pytest.mark.parametrize(

@@ -3,17 +3,54 @@ each worker's labs get (tests/conftest.py)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import cast
+
 import pytest
 
 from tests import conftest
 
 
-@pytest.mark.parametrize(("cores", "workers"), [(None, 1), (1, 1), (2, 2), (4, 4), (64, 4)])
-def test_auto_is_one_worker_per_core_at_most_four(
+@pytest.mark.parametrize(("cores", "workers"), [(None, 2), (1, 2), (2, 3), (3, 4), (4, 4), (64, 4)])
+def test_auto_is_one_worker_per_core_and_one_more_at_most_four(
     monkeypatch: pytest.MonkeyPatch, pytestconfig: pytest.Config, cores: int | None, workers: int
 ) -> None:
     monkeypatch.setattr(conftest.os, "cpu_count", lambda: cores)
     assert conftest.pytest_xdist_auto_num_workers(pytestconfig) == workers
+
+
+def test_the_longest_modules_exist() -> None:
+    """A module renamed or split would silently drop out of the order."""
+    missing = [m for m in conftest.LONGEST_MODULES if not (conftest.ROOT / m).is_file()]
+    assert not missing
+    assert len(set(conftest.LONGEST_MODULES)) == len(conftest.LONGEST_MODULES)
+
+
+@dataclass
+class FakeItem:
+    nodeid: str
+
+
+def test_the_longest_modules_go_out_first_in_their_order_then_the_rest_as_collected() -> None:
+    first, second = conftest.LONGEST_MODULES[:2]
+    collected = [
+        FakeItem("tests/unit/test_a.py::test_1"),
+        FakeItem(f"{second}::test_x"),
+        FakeItem("tests/unit/test_b.py::test_2[p]"),
+        FakeItem(f"{first}::test_y[1]"),
+        FakeItem("tests/unit/test_a.py::test_3"),
+        FakeItem(f"{first}::test_y[2]"),
+    ]
+    items = cast(list[pytest.Item], list(collected))
+    conftest.longest_first(items)
+    assert [cast(FakeItem, i).nodeid for i in items] == [
+        f"{first}::test_y[1]",
+        f"{first}::test_y[2]",
+        f"{second}::test_x",
+        "tests/unit/test_a.py::test_1",
+        "tests/unit/test_b.py::test_2[p]",
+        "tests/unit/test_a.py::test_3",
+    ]
 
 
 @pytest.mark.parametrize(
