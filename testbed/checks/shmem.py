@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from testbed import codec
 from testbed.checks.base import CheckResult, failed, passed
 from testbed.codec import Json
-from testbed.node.replicate import Checkpoint, ReplicationReport
+from testbed.node.replicate import PAGE, Checkpoint, PageDiff, ReplicationReport
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,48 @@ class ReplicationCompleted:
         return failed(self.name, "daemon", obs.fault or "the daemon ended without a result")
 
 
+def tstaeshm_write(word: str, page: int, index: int) -> int:
+    """The write number that word ``index`` of ``page`` holds: tstaeshm fills word i of a
+    page with (write << 24) ^ (page << 12) ^ i (images/guest/tstaeshm.c)."""
+    return (int(word, 16) ^ (page << 12) ^ index) >> 24
+
+
+# What a page diff says when the replica got the page while the guest was writing it and
+# never got it again (the known defect tcg-shmem-write-in-flight-10.0 requires it)
+SENT_MID_WRITE = "sent while the guest wrote it and not again"
+
+
+def describe_diff(diff: PageDiff) -> str:
+    """Which of the page's words differ, and the guest program's write numbers there.  A
+    replica whose first words hold the region's write (the whole region page holding one
+    write) and whose later words an older one got the page while the guest was writing
+    it, and never got it again: the rest of that write was not logged dirty."""
+    first = diff.first_differing
+    at = sorted({0, first})
+
+    def write(words: dict[str, str], i: int) -> int:
+        return tstaeshm_write(words[str(i)], diff.page, i)
+
+    def writes(words: dict[str, str]) -> str:
+        return ", ".join(f"#{write(words, i)}" for i in at)
+
+    where = f"word {at[0]}" + (f" and word {first}" if len(at) > 1 else "")
+    text = (
+        f"page {diff.page}: {diff.words_differing} of {PAGE // 8} words differ, from word "
+        f"{first}; tstaeshm writes at {where}: region {writes(diff.region)}, replica "
+        f"{writes(diff.replica)}"
+    )
+    region_write = write(diff.region, 0)
+    if (
+        first > 0
+        and all(write(diff.region, int(i)) == region_write for i in diff.region)
+        and write(diff.replica, 0) == region_write
+        and write(diff.replica, first) < region_write
+    ):
+        text += f" (words 0 to {first - 1} hold its last write: {SENT_MID_WRITE})"
+    return text
+
+
 class CheckpointExact:
     name = "checkpoint"
     description = "at a convergence (VM paused) the destination equals the region"
@@ -78,15 +121,21 @@ class CheckpointExact:
             "final": cp.final,
             "differing_pages": list(cp.differing_pages[:256]),
             "vm_status": cp.vm_status,
+            "qemu_pages": cp.qemu_pages,
+            "stream_pages": cp.stream_pages,
         }
         if cp.exact:
             return passed(self.name, _cp_subject(cp), "destination equals the region", **evidence)
-        return failed(
-            self.name,
-            _cp_subject(cp),
-            f"{len(cp.differing_pages)} page(s) differ: {cp.differing_pages[:16]}",
-            **evidence,
-        )
+        evidence["page_diffs"] = [codec.to_json(d) for d in cp.page_diffs]
+        summary = f"{len(cp.differing_pages)} page(s) differ: {cp.differing_pages[:16]}"
+        if cp.page_diffs:
+            summary += f"; {describe_diff(cp.page_diffs[0])}"
+        if cp.qemu_pages is not None and cp.qemu_pages != cp.stream_pages:
+            summary += (
+                f"; the daemon read {cp.stream_pages} pages of the epoch's stream, QEMU "
+                f"counted {cp.qemu_pages} sent"
+            )
+        return failed(self.name, _cp_subject(cp), summary, **evidence)
 
 
 class FinalIdentity:

@@ -238,6 +238,22 @@ def serve_receiver(listen: str, dest_path: str, once: bool = True) -> ReceiverRe
 
 
 # -- the daemon --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PageDiff:
+    """A page that differs at a checkpoint: how many of its 64-bit words differ, and the
+    words (little-endian, as hex) of the region and of the replica (as the daemon gave it)
+    at the page's first and last word and at its first differing one."""
+
+    page: int
+    words_differing: int
+    first_differing: int  # index of the first differing word
+    region: dict[str, str]  # "0", "<first differing>", "511" -> the word
+    replica: dict[str, str]
+
+
+MAX_PAGE_DIFFS = 16  # per checkpoint
+
+
 @dataclass
 class Checkpoint:
     epoch: int
@@ -247,6 +263,30 @@ class Checkpoint:
     sum_r_src: str
     sum_r_dest: str
     vm_status: str
+    # the epoch's pages: as QEMU counted them (query-migrate: normal + duplicate) and as the
+    # daemon read them from the stream; equal unless the daemon missed part of the stream
+    qemu_pages: int | None = None
+    stream_pages: int = 0
+    page_diffs: list[PageDiff] = field(default_factory=list)  # the first MAX_PAGE_DIFFS
+
+
+def page_diff(page: int, region: bytes, replica: bytes) -> PageDiff:
+    """``region`` and ``replica``: the page on each side (PAGE bytes)."""
+    words = PAGE // 8
+
+    def word(data: bytes, index: int) -> str:
+        return f"{int.from_bytes(data[index * 8 : index * 8 + 8], 'little'):#018x}"
+
+    differing = [i for i in range(words) if region[i * 8 : i * 8 + 8] != replica[i * 8 : i * 8 + 8]]
+    first = differing[0] if differing else 0
+    at = sorted({0, first, words - 1})
+    return PageDiff(
+        page,
+        len(differing),
+        first,
+        {str(i): word(region, i) for i in at},
+        {str(i): word(replica, i) for i in at},
+    )
 
 
 @dataclass
@@ -259,6 +299,7 @@ class EpochStats:
     dirty_sync_count: int = 0
     seconds: float = 0.0
     stream_bytes: int = 0
+    qemu_pages: int | None = None  # query-migrate's ram normal + duplicate, when it says
 
 
 @dataclass
@@ -317,6 +358,9 @@ class Replicator:
         self.interval = interval  # between epochs, like the seed's daemon sleeps
         self.stop_requested = threading.Event()
         self._seen = 0
+        # what the replica was given, page by page (the region is 1 MiB by default): the
+        # words of a page that differs at a checkpoint, for any destination
+        self.replica = bytearray()
         self.qmp = QEMUMonitorProtocol(qmp_path)
 
     # -- QMP ---------------------------------------------------------------------------
@@ -415,6 +459,7 @@ class Replicator:
         report.destination = self.dest.describe()
         for offset in range(0, len(region), PAGE):
             self.dest.write(offset, region[offset : offset + PAGE])
+        self.replica = bytearray(region)
         report.precopy_pages = len(region) // PAGE
         self.dest.flush()
         LOG.info(
@@ -455,7 +500,7 @@ class Replicator:
             if final and self.corrupt_final_page is not None:
                 self._corrupt_replica(self.corrupt_final_page)
                 report.corrupted_final_page = self.corrupt_final_page
-            checkpoint = self._checkpoint(epoch, final)
+            checkpoint = self._checkpoint(epoch, final, stats)
             report.checkpoints += 1
             report.all_checkpoints.append(checkpoint)
             if not checkpoint.exact:
@@ -513,7 +558,9 @@ class Replicator:
                     stats.dropped.append(page)
                     report.dropped_pages.append(page)
                     return
-                self.dest.write(offset, data if data is not None else bytes(PAGE))
+                page_data = data if data is not None else bytes(PAGE)
+                self.dest.write(offset, page_data)
+                self.replica[offset : offset + PAGE] = page_data
 
             def on_section(kind: int, pages: int) -> None:
                 stats.sections += 1
@@ -564,7 +611,10 @@ class Replicator:
                 raise ReplicationError(
                     f"epoch {epoch}: migration {info.get('status')}: {info.get('error-desc', '')}"
                 )
-            stats.dirty_sync_count = info.get("ram", {}).get("dirty-sync-count", 0)
+            ram = info.get("ram", {})
+            stats.dirty_sync_count = ram.get("dirty-sync-count", 0)
+            if "normal" in ram:
+                stats.qemu_pages = ram["normal"] + ram.get("duplicate", 0)
             stats.stream_pages = outcome["stats"].pages
             stats.stream_bytes = outcome["stats"].bytes_read
         stats.seconds = round(time.monotonic() - started, 3)
@@ -580,10 +630,12 @@ class Replicator:
                 f"--corrupt-final-page {page} is outside the region ({len(region) // PAGE} pages)"
             )
         original = region[page * PAGE : (page + 1) * PAGE]
-        self.dest.write(page * PAGE, bytes(byte ^ 0xFF for byte in original))
+        altered = bytes(byte ^ 0xFF for byte in original)
+        self.dest.write(page * PAGE, altered)
+        self.replica[page * PAGE : (page + 1) * PAGE] = altered
         LOG.info("negative control: page %d of the replica altered before the final check", page)
 
-    def _checkpoint(self, epoch: int, final: bool) -> Checkpoint:
+    def _checkpoint(self, epoch: int, final: bool, stats: EpochStats) -> Checkpoint:
         """The VM is paused (postmigrate): compare destination and region."""
         status = self.cmd("query-status")["status"]
         self.dest.flush()
@@ -598,6 +650,15 @@ class Replicator:
             differing.append(-1)
         s_sum, s_blocks = bsd_sum(region)
         d_sum, d_blocks = self.dest.bsd_sum()
+        diffs = [
+            page_diff(
+                page,
+                region[page * PAGE : (page + 1) * PAGE],
+                bytes(self.replica[page * PAGE : (page + 1) * PAGE]),
+            )
+            for page in differing[:MAX_PAGE_DIFFS]
+            if page >= 0
+        ]
         return Checkpoint(
             epoch,
             final,
@@ -606,6 +667,9 @@ class Replicator:
             f"{s_sum:05d} {s_blocks:5d}",
             f"{d_sum:05d} {d_blocks:5d}",
             status,
+            stats.qemu_pages,
+            stats.stream_pages,
+            diffs,
         )
 
 

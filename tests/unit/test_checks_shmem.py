@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from testbed import codec
 from testbed.checks import shmem
 from testbed.checks.base import CheckResult, Outcome
 from testbed.checks.shmem import (
@@ -19,7 +20,8 @@ from testbed.checks.shmem import (
     SumR,
     VmResumed,
 )
-from testbed.node.replicate import Checkpoint, ReplicationReport
+from testbed.node.replicate import Checkpoint, ReplicationReport, page_diff
+from tests.unit.test_replicate_parts import tstaeshm_page
 
 ABORT = (
     "qemu-system-aarch64: ../system/physmem.c:1007: tlb_reset_dirty_range_all: Assertion "
@@ -145,6 +147,57 @@ def test_checkpoint_inexact_names_the_pages() -> None:
     assert_fail(result, "checkpoint", "2 page(s) differ", "[3, 250]")
     assert result.evidence["differing_pages"] == [3, 250]
     assert result.evidence["epoch"] == 4
+
+
+def test_checkpoint_inexact_says_which_write_each_side_holds() -> None:
+    """The page was sent while the guest wrote it, and not again: the replica's words from
+    300 on hold an older write than the region's."""
+    region = tstaeshm_page(13, [4502] * 512)
+    replica = tstaeshm_page(13, [4502] * 300 + [4410] * 212)
+    cp = replace(
+        checkpoint(9, differing=[13]),
+        qemu_pages=2345,
+        stream_pages=2345,
+        page_diffs=[page_diff(13, region, replica)],
+    )
+    result = CheckpointExact().judge(cp)
+    assert_fail(
+        result,
+        "checkpoint",
+        "1 page(s) differ: [13]; page 13: 212 of 512 words differ, from word 300; tstaeshm "
+        "writes at word 0 and word 300: region #4502, #4502, replica #4502, #4410 (words 0 "
+        "to 299 hold its last write: sent while the guest wrote it and not again)",
+    )
+    assert "daemon read" not in result.summary  # it read what QEMU sent
+    assert result.evidence["qemu_pages"] == result.evidence["stream_pages"] == 2345
+    assert result.evidence["page_diffs"] == [codec.to_json(page_diff(13, region, replica))]
+
+
+@pytest.mark.parametrize(
+    ("region_writes", "replica_writes"),
+    [
+        ([4502] * 512, [4410] * 512),  # the whole page is an older write: not mid-write
+        ([4502] * 300 + [4410] * 212, [4410] * 512),  # the region itself is mid-write
+        ([4502] * 512, [4502] * 300 + [4600] * 212),  # the replica's rest is newer
+    ],
+)
+def test_a_page_diff_of_another_shape_is_not_said_sent_mid_write(
+    region_writes: list[int], replica_writes: list[int]
+) -> None:
+    diff = page_diff(13, tstaeshm_page(13, region_writes), tstaeshm_page(13, replica_writes))
+    cp = replace(checkpoint(9, differing=[13]), page_diffs=[diff])
+    result = CheckpointExact().judge(cp)
+    assert_fail(result, "checkpoint", "page 13:")
+    assert shmem.SENT_MID_WRITE not in result.summary
+
+
+def test_checkpoint_says_when_the_daemon_read_less_than_qemu_sent() -> None:
+    cp = replace(checkpoint(9, differing=[13]), qemu_pages=2345, stream_pages=2344)
+    assert_fail(
+        CheckpointExact().judge(cp),
+        "checkpoint",
+        "the daemon read 2344 pages of the epoch's stream, QEMU counted 2345 sent",
+    )
 
 
 def test_final_identity() -> None:

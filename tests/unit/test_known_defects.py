@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from testbed.checks.shmem import SENT_MID_WRITE
 from testbed.errors import UserError
 from testbed.known_defects import (
     KnownDefect,
@@ -23,6 +24,7 @@ DEFECTS = load_defects()
 BY_ID = {d.id: d for d in DEFECTS}
 SHM_FIX = "tcg-dirty-sync-fastpath"
 SHM_10 = "tcg-shmem-lost-writes-10.0"
+IN_FLIGHT = "tcg-shmem-write-in-flight-10.0"
 ABORT = "tcg-tlb-reset-dirty-range-all-abort"
 HOT = "tcg-armv7-smp-hot-ram-loss-7.2"
 ASSERTION = (
@@ -41,7 +43,9 @@ def found(cell: Cell, version: str, checks: list[str], messages: tuple[str, ...]
 
 
 def test_the_shipped_entries() -> None:
-    assert set(BY_ID) == {SHM_FIX, SHM_10, ABORT, HOT}
+    assert set(BY_ID) == {SHM_FIX, SHM_10, IN_FLIGHT, ABORT, HOT}
+    # the entry asks for the very words the checkpoint check writes for that shape of loss
+    assert BY_ID[IN_FLIGHT].message_contains == SENT_MID_WRITE
     fix = BY_ID[SHM_FIX].upstream_fix
     assert fix is not None and fix.commit.startswith("03bfc2188f") and fix.version == "9.0.0"
     assert BY_ID[SHM_FIX].fixed == "9.0.0" and BY_ID[SHM_10].introduced == "9.0.0"

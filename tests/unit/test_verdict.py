@@ -6,14 +6,18 @@ from __future__ import annotations
 import pytest
 
 from testbed.checks.base import CheckResult, VerdictKind, failed, passed, skipped
+from testbed.checks.shmem import CheckpointExact
 from testbed.cleanup import Removed
 from testbed.known_defects import load_defects
 from testbed.matrix.records import Cell
+from testbed.node.replicate import Checkpoint, page_diff
 from testbed.scenarios.common import CleanupReport, decide
+from tests.unit.test_replicate_parts import tstaeshm_page
 
 DEFECTS = {d.id: d for d in load_defects()}
 SHM_FIX = "tcg-dirty-sync-fastpath"
 SHM_10 = "tcg-shmem-lost-writes-10.0"
+IN_FLIGHT = "tcg-shmem-write-in-flight-10.0"
 ABORT = "tcg-tlb-reset-dirty-range-all-abort"
 HOT = "tcg-armv7-smp-hot-ram-loss-7.2"
 ASSERTION = (
@@ -45,7 +49,7 @@ def shmem_checks(*failing: str) -> list[CheckResult]:
 
 
 def test_the_entries_used_here_exist() -> None:
-    assert {SHM_FIX, SHM_10, ABORT, HOT} <= set(DEFECTS)
+    assert {SHM_FIX, SHM_10, IN_FLIGHT, ABORT, HOT} <= set(DEFECTS)
 
 
 # -- decide() ----------------------------------------------------------------------------------
@@ -218,3 +222,64 @@ def test_cleanup_summary(report: CleanupReport, summary: str) -> None:
 def test_cleanup_summary_when_the_created_lab_was_already_gone() -> None:
     summary = CleanupReport(removed=Removed()).summary()
     assert summary == "the lab this run created was gone already"
+
+
+@pytest.mark.parametrize(
+    ("verdict", "strict", "code"),
+    [
+        ("pass", False, 0),
+        ("pass", True, 0),
+        ("known-defect", False, 0),
+        ("known-defect", True, 1),
+        ("fail", False, 1),
+        ("fail", True, 1),
+    ],
+)
+def test_exit_code_of_a_verdict(verdict: str, strict: bool, code: int) -> None:
+    """A known defect exits 0 unless --strict; end to end, test_shmem_faults.py shows both."""
+    from testbed.cli.run import exit_code
+
+    assert exit_code(verdict, strict) == code
+
+
+def in_flight_checks(pages_sent_mid_write: bool) -> list[CheckResult]:
+    """A remap run whose checkpoint 4 found page 41 differing: the real judge's result, on
+    a page sent while the guest wrote it, or on a page wholly stale."""
+    region = tstaeshm_page(41, [11613] * 512)
+    replica = tstaeshm_page(
+        41, [11613] * 317 + [11530] * 195 if pages_sent_mid_write else [11530] * 512
+    )
+    cp = Checkpoint(
+        4,
+        False,
+        False,
+        [41],
+        "1 1024",
+        "2 1024",
+        "postmigrate",
+        9,
+        9,
+        [page_diff(41, region, replica)],
+    )
+    return [
+        r if r.check != "checkpoint" or r.subject != "checkpoint 2" else CheckpointExact().judge(cp)
+        for r in shmem_checks()
+    ]
+
+
+@pytest.mark.parametrize(
+    ("arch", "load", "version", "mid_write", "verdict"),
+    [
+        ("armv7", "remap", "10.0.2", True, VerdictKind.KNOWN_DEFECT),
+        ("armv7", "remap", "10.0.2", False, VerdictKind.FAIL),  # not that shape: a new loss
+        ("armv8", "remap", "10.0.2", True, VerdictKind.FAIL),  # only armv7 was measured
+        ("armv7", "remap", "7.2.22", True, VerdictKind.FAIL),  # only 10.0 was measured
+    ],
+)
+def test_a_remap_page_sent_mid_write_is_known_on_armv7_10_0_only(
+    arch: str, load: str, version: str, mid_write: bool, verdict: VerdictKind
+) -> None:
+    decided = decide(in_flight_checks(mid_write), shmem_cell(load, arch=arch), version, "tcg")
+    assert decided.verdict is verdict, decided.failures
+    if verdict is VerdictKind.KNOWN_DEFECT:
+        assert decided.known_defect is not None and decided.known_defect.id == IN_FLIGHT
