@@ -26,7 +26,14 @@ _ID = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
 _ACCELS = ("tcg", "kvm")
 _ARCHES = ("armv7", "armv8")
 _REQUIRED = ("id", "title", "scenario", "accels", "arches", "loads", "checks", "note")
-_OPTIONAL = ("introduced", "fixed", "smp_min", "message_contains", "upstream_fix")
+_OPTIONAL = (
+    "introduced",
+    "fixed",
+    "smp_min",
+    "message_contains",
+    "message_in_every_failure",
+    "upstream_fix",
+)
 _FIX_KEYS = ("commit", "version", "subject")
 
 Version = tuple[int, int, int]
@@ -67,6 +74,7 @@ class KnownDefect:
     fixed: str | None = None  # first version this entry no longer covers (exclusive)
     smp_min: int = 1
     message_contains: str | None = None  # text some failure message must contain
+    message_in_every_failure: bool = False  # ... every failure message, not just one
     upstream_fix: UpstreamFix | None = None
 
     def affects(self, qemu_version: str) -> bool:
@@ -104,10 +112,12 @@ class KnownDefect:
         unexplained = [check for check in failed_checks if check not in self.checks]
         if unexplained:
             return f"failed check {unexplained[0]} is not one this defect produces"
-        if self.message_contains is not None and not any(
-            self.message_contains in message for message in messages
-        ):
-            return f"no failure message contains {self.message_contains!r}"
+        if self.message_contains is not None:
+            holds = [self.message_contains in message for message in messages]
+            if self.message_in_every_failure and not (holds and all(holds)):
+                return f"a failure message does not contain {self.message_contains!r}"
+            if not any(holds):
+                return f"no failure message contains {self.message_contains!r}"
         return None
 
 
@@ -218,6 +228,11 @@ def _entry(source: str, index: int, entry: object) -> KnownDefect:
     smp_min = entry.get("smp_min", 1)
     if not isinstance(smp_min, int) or isinstance(smp_min, bool) or smp_min < 1:
         raise fail("smp_min", "must be an integer of 1 or more")
+    every = entry.get("message_in_every_failure", False)
+    if not isinstance(every, bool):
+        raise fail("message_in_every_failure", "must be true or false")
+    if every and entry.get("message_contains") is None:
+        raise fail("message_in_every_failure", "needs message_contains")
     checks = words("checks", None)
     if ANY in checks:
         raise fail("checks", "must name the checks (no *): a defect never explains every check")
@@ -234,6 +249,7 @@ def _entry(source: str, index: int, entry: object) -> KnownDefect:
         fixed=text("fixed", optional=True),
         smp_min=smp_min,
         message_contains=text("message_contains", optional=True),
+        message_in_every_failure=every,
         upstream_fix=_fix(entry.get("upstream_fix"), fail),
     )
 

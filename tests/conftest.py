@@ -59,7 +59,10 @@ def longest_first(items: list[pytest.Item]) -> None:
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    longest_first(items)
+    # in the workers, which collect for pytest-xdist's scheduler; a run in one process
+    # (-n 0, for -s or --pdb) keeps the collection's order, unit tests first
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        longest_first(items)
 
 
 def xdist_worker() -> int:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from testbed import codec
 from testbed.checks.base import CheckResult, failed, passed
 from testbed.codec import Json
-from testbed.node.replicate import PAGE, Checkpoint, PageDiff, ReplicationReport
+from testbed.node.replica_diff import WORDS, ReplicaPageDiff
+from testbed.node.replicate import Checkpoint, ReplicationReport
 
 
 @dataclass(frozen=True)
@@ -75,40 +76,44 @@ def tstaeshm_write(word: str, page: int, index: int) -> int:
     return (int(word, 16) ^ (page << 12) ^ index) >> 24
 
 
-# What a page diff says when the replica got the page while the guest was writing it and
-# never got it again (the known defect tcg-shmem-write-in-flight-10.0 requires it)
+# What a checkpoint says when every page that differs was sent while the guest wrote it and
+# never again (the known defect tcg-shmem-write-in-flight-10.0 requires it in every
+# failure)
 SENT_MID_WRITE = "sent while the guest wrote it and not again"
 
 
-def describe_diff(diff: PageDiff) -> str:
-    """Which of the page's words differ, and the guest program's write numbers there.  A
-    replica whose first words hold the region's write (the whole region page holding one
-    write) and whose later words an older one got the page while the guest was writing
-    it, and never got it again: the rest of that write was not logged dirty."""
+def sent_mid_write(diff: ReplicaPageDiff) -> bool:
+    """The replica got the page while the guest was writing it, and never again: the region
+    holds one write throughout, the replica holds it in the page's first words and one
+    older write in all the others, from the first differing word to the page's end."""
     first = diff.first_differing
-    at = sorted({0, first})
+    if not first or diff.last_differing != WORDS - 1 or diff.words_differing != WORDS - first:
+        return False
+    region = {tstaeshm_write(w.region, diff.page, w.index) for w in diff.words}
+    newer = tstaeshm_write(diff.word(first).region, diff.page, first)
+    older = {tstaeshm_write(diff.word(i).replica, diff.page, i) for i in (first, WORDS - 1)}
+    return region == {newer} and len(older) == 1 and min(older) < newer
 
-    def write(words: dict[str, str], i: int) -> int:
-        return tstaeshm_write(words[str(i)], diff.page, i)
 
-    def writes(words: dict[str, str]) -> str:
-        return ", ".join(f"#{write(words, i)}" for i in at)
+def describe_diff(diff: ReplicaPageDiff) -> str:
+    """Which of the page's words differ, and tstaeshm's write numbers on each side there."""
+    if diff.first_differing is None:
+        return (
+            f"page {diff.page}: the daemon gave the replica the region's words; the "
+            "destination holds others"
+        )
+    indexes = [w.index for w in diff.words]
 
-    where = f"word {at[0]}" + (f" and word {first}" if len(at) > 1 else "")
-    text = (
-        f"page {diff.page}: {diff.words_differing} of {PAGE // 8} words differ, from word "
-        f"{first}; tstaeshm writes at {where}: region {writes(diff.region)}, replica "
-        f"{writes(diff.replica)}"
+    def writes(side: str) -> str:
+        return ", ".join(
+            f"#{tstaeshm_write(getattr(w, side), diff.page, w.index)}" for w in diff.words
+        )
+
+    return (
+        f"page {diff.page}: words {diff.first_differing} to {diff.last_differing} differ "
+        f"({diff.words_differing} of {WORDS}); tstaeshm writes at words "
+        f"{', '.join(map(str, indexes))}: region {writes('region')}; replica {writes('replica')}"
     )
-    region_write = write(diff.region, 0)
-    if (
-        first > 0
-        and all(write(diff.region, int(i)) == region_write for i in diff.region)
-        and write(diff.replica, 0) == region_write
-        and write(diff.replica, first) < region_write
-    ):
-        text += f" (words 0 to {first - 1} hold its last write: {SENT_MID_WRITE})"
-    return text
 
 
 class CheckpointExact:
@@ -130,6 +135,10 @@ class CheckpointExact:
         summary = f"{len(cp.differing_pages)} page(s) differ: {cp.differing_pages[:16]}"
         if cp.page_diffs:
             summary += f"; {describe_diff(cp.page_diffs[0])}"
+        every_page_diffed = len(cp.page_diffs) == len(cp.differing_pages)
+        if every_page_diffed and all(sent_mid_write(d) for d in cp.page_diffs):
+            summary += f"; {'the page was' if len(cp.page_diffs) == 1 else 'each was'} "
+            summary += SENT_MID_WRITE
         if cp.qemu_pages is not None and cp.qemu_pages != cp.stream_pages:
             summary += (
                 f"; the daemon read {cp.stream_pages} pages of the epoch's stream, QEMU "

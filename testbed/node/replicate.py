@@ -40,6 +40,7 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from testbed import codec
 from testbed.node.migration import capability_settings
+from testbed.node.replica_diff import MAX_PAGE_DIFFS, ReplicaPageDiff, page_diff
 from testbed.node.stream import MigrationStreamParser, StreamError
 from testbed.wait import WaitTimeout, wait_until
 
@@ -238,22 +239,6 @@ def serve_receiver(listen: str, dest_path: str, once: bool = True) -> ReceiverRe
 
 
 # -- the daemon --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PageDiff:
-    """A page that differs at a checkpoint: how many of its 64-bit words differ, and the
-    words (little-endian, as hex) of the region and of the replica (as the daemon gave it)
-    at the page's first and last word and at its first differing one."""
-
-    page: int
-    words_differing: int
-    first_differing: int  # index of the first differing word
-    region: dict[str, str]  # "0", "<first differing>", "511" -> the word
-    replica: dict[str, str]
-
-
-MAX_PAGE_DIFFS = 16  # per checkpoint
-
-
 @dataclass
 class Checkpoint:
     epoch: int
@@ -267,26 +252,7 @@ class Checkpoint:
     # daemon read them from the stream; equal unless the daemon missed part of the stream
     qemu_pages: int | None = None
     stream_pages: int = 0
-    page_diffs: list[PageDiff] = field(default_factory=list)  # the first MAX_PAGE_DIFFS
-
-
-def page_diff(page: int, region: bytes, replica: bytes) -> PageDiff:
-    """``region`` and ``replica``: the page on each side (PAGE bytes)."""
-    words = PAGE // 8
-
-    def word(data: bytes, index: int) -> str:
-        return f"{int.from_bytes(data[index * 8 : index * 8 + 8], 'little'):#018x}"
-
-    differing = [i for i in range(words) if region[i * 8 : i * 8 + 8] != replica[i * 8 : i * 8 + 8]]
-    first = differing[0] if differing else 0
-    at = sorted({0, first, words - 1})
-    return PageDiff(
-        page,
-        len(differing),
-        first,
-        {str(i): word(region, i) for i in at},
-        {str(i): word(replica, i) for i in at},
-    )
+    page_diffs: list[ReplicaPageDiff] = field(default_factory=list)  # the first MAX_PAGE_DIFFS
 
 
 @dataclass
@@ -560,7 +526,7 @@ class Replicator:
                     return
                 page_data = data if data is not None else bytes(PAGE)
                 self.dest.write(offset, page_data)
-                self.replica[offset : offset + PAGE] = page_data
+                self._mirror(offset, page_data)
 
             def on_section(kind: int, pages: int) -> None:
                 stats.sections += 1
@@ -620,6 +586,11 @@ class Replicator:
         stats.seconds = round(time.monotonic() - started, 3)
         return stats, block
 
+    def _mirror(self, offset: int, data: bytes) -> None:
+        """Keep what the replica was given (within the region: the mirror never grows)."""
+        if offset + len(data) <= len(self.replica):
+            self.replica[offset : offset + len(data)] = data
+
     def _corrupt_replica(self, page: int) -> None:
         """Negative control: the replica's page ``page`` made to differ from the region's
         (every bit flipped) just before the final checkpoint, as a write lost by the last
@@ -632,7 +603,7 @@ class Replicator:
         original = region[page * PAGE : (page + 1) * PAGE]
         altered = bytes(byte ^ 0xFF for byte in original)
         self.dest.write(page * PAGE, altered)
-        self.replica[page * PAGE : (page + 1) * PAGE] = altered
+        self._mirror(page * PAGE, altered)
         LOG.info("negative control: page %d of the replica altered before the final check", page)
 
     def _checkpoint(self, epoch: int, final: bool, stats: EpochStats) -> Checkpoint:

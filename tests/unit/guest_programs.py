@@ -36,3 +36,12 @@ def compile_program(name: str, dest: Path, also_as: str | None = None) -> Path:
         alias.unlink(missing_ok=True)
         os.link(out, alias)
     return out
+
+
+def tstaeshm_page(page: int, writes: list[int]) -> bytes:
+    """A page as tstaeshm leaves it: word i holds (write << 24) ^ (page << 12) ^ i, with
+    ``writes[i]`` the write that last reached word i."""
+    mask = (1 << 64) - 1
+    return b"".join(
+        (((w << 24) ^ (page << 12) ^ i) & mask).to_bytes(8, "little") for i, w in enumerate(writes)
+    )

@@ -20,8 +20,9 @@ from testbed.checks.shmem import (
     SumR,
     VmResumed,
 )
-from testbed.node.replicate import Checkpoint, ReplicationReport, page_diff
-from tests.unit.test_replicate_parts import tstaeshm_page
+from testbed.node.replica_diff import ReplicaPageDiff, page_diff
+from testbed.node.replicate import Checkpoint, ReplicationReport
+from tests.unit.guest_programs import tstaeshm_page
 
 ABORT = (
     "qemu-system-aarch64: ../system/physmem.c:1007: tlb_reset_dirty_range_all: Assertion "
@@ -149,46 +150,76 @@ def test_checkpoint_inexact_names_the_pages() -> None:
     assert result.evidence["epoch"] == 4
 
 
+MID_WRITE = ([4502] * 512, [4502] * 300 + [4410] * 212)  # region, replica: writes per word
+
+
+def diffed(page: int, writes: tuple[list[int], list[int]]) -> ReplicaPageDiff:
+    region, replica = writes
+    return page_diff(page, tstaeshm_page(page, region), tstaeshm_page(page, replica))
+
+
 def test_checkpoint_inexact_says_which_write_each_side_holds() -> None:
     """The page was sent while the guest wrote it, and not again: the replica's words from
     300 on hold an older write than the region's."""
-    region = tstaeshm_page(13, [4502] * 512)
-    replica = tstaeshm_page(13, [4502] * 300 + [4410] * 212)
     cp = replace(
         checkpoint(9, differing=[13]),
         qemu_pages=2345,
         stream_pages=2345,
-        page_diffs=[page_diff(13, region, replica)],
+        page_diffs=[diffed(13, MID_WRITE)],
     )
     result = CheckpointExact().judge(cp)
     assert_fail(
         result,
         "checkpoint",
-        "1 page(s) differ: [13]; page 13: 212 of 512 words differ, from word 300; tstaeshm "
-        "writes at word 0 and word 300: region #4502, #4502, replica #4502, #4410 (words 0 "
-        "to 299 hold its last write: sent while the guest wrote it and not again)",
+        "1 page(s) differ: [13]; page 13: words 300 to 511 differ (212 of 512); tstaeshm "
+        "writes at words 0, 300, 511: region #4502, #4502, #4502; replica #4502, #4410, "
+        "#4410; the page was sent while the guest wrote it and not again",
     )
     assert "daemon read" not in result.summary  # it read what QEMU sent
     assert result.evidence["qemu_pages"] == result.evidence["stream_pages"] == 2345
-    assert result.evidence["page_diffs"] == [codec.to_json(page_diff(13, region, replica))]
+    assert result.evidence["page_diffs"] == [codec.to_json(diffed(13, MID_WRITE))]
 
 
 @pytest.mark.parametrize(
-    ("region_writes", "replica_writes"),
+    "writes",
     [
-        ([4502] * 512, [4410] * 512),  # the whole page is an older write: not mid-write
-        ([4502] * 300 + [4410] * 212, [4410] * 512),  # the region itself is mid-write
+        ([4502] * 512, [4410] * 512),  # the whole page is an older write
+        ([4502] * 300 + [4410] * 212, [4502] * 100 + [4410] * 412),  # the region is mid-write
         ([4502] * 512, [4502] * 300 + [4600] * 212),  # the replica's rest is newer
+        ([4502] * 512, [4502] * 300 + [4410] + [4502] * 211),  # one older word in the middle
+        ([4502] * 512, [4502] * 300 + [4410] * 100 + [4400] * 112),  # two older writes
+        ([4502] * 512, [4502] * 512),  # equal as given: the destination differs
     ],
 )
 def test_a_page_diff_of_another_shape_is_not_said_sent_mid_write(
-    region_writes: list[int], replica_writes: list[int]
+    writes: tuple[list[int], list[int]],
 ) -> None:
-    diff = page_diff(13, tstaeshm_page(13, region_writes), tstaeshm_page(13, replica_writes))
+    diff = diffed(13, writes)
+    assert not shmem.sent_mid_write(diff)
     cp = replace(checkpoint(9, differing=[13]), page_diffs=[diff])
     result = CheckpointExact().judge(cp)
     assert_fail(result, "checkpoint", "page 13:")
     assert shmem.SENT_MID_WRITE not in result.summary
+
+
+def test_an_equal_page_as_given_says_the_destination_differs() -> None:
+    cp = replace(checkpoint(9, differing=[13]), page_diffs=[diffed(13, ([7] * 512, [7] * 512))])
+    assert_fail(
+        CheckpointExact().judge(cp),
+        "checkpoint",
+        "page 13: the daemon gave the replica the region's words; the destination holds others",
+    )
+
+
+def test_sent_mid_write_is_said_only_when_every_differing_page_is_so() -> None:
+    other = diffed(14, ([4502] * 512, [4410] * 512))
+    two = replace(checkpoint(9, differing=[13, 14]), page_diffs=[diffed(13, MID_WRITE), other])
+    assert shmem.SENT_MID_WRITE not in CheckpointExact().judge(two).summary
+    both = replace(two, page_diffs=[diffed(13, MID_WRITE), diffed(14, MID_WRITE)])
+    assert_fail(CheckpointExact().judge(both), "checkpoint", "; each was sent while the guest")
+    # more pages differ than were diffed (MAX_PAGE_DIFFS): the rest are of unknown shape
+    many = replace(checkpoint(9, differing=list(range(20))), page_diffs=[diffed(0, MID_WRITE)])
+    assert shmem.SENT_MID_WRITE not in CheckpointExact().judge(many).summary
 
 
 def test_checkpoint_says_when_the_daemon_read_less_than_qemu_sent() -> None:

@@ -164,6 +164,12 @@ def synthetic(**changes: object) -> KnownDefect:
         ({"loads": ("seed", "wide")}, "load hot:256 has none of the modes seed, wide"),
         ({"checks": ("load-stale",)}, "failed check ram-pages is not one this defect produces"),
         ({"message_contains": "boom"}, "no failure message contains 'boom'"),
+        ({"message_contains": "pages"}, None),
+        (
+            {"message_contains": "boom", "message_in_every_failure": True},
+            "a failure message does not contain 'boom'",
+        ),
+        ({"message_contains": "pages", "message_in_every_failure": True}, None),
     ],
 )
 def test_every_condition_on_its_own(changes: dict[str, object], mismatch: str | None) -> None:
@@ -171,6 +177,18 @@ def test_every_condition_on_its_own(changes: dict[str, object], mismatch: str | 
     assert defect.mismatch(HOT_CELL, "7.2.22", ["ram-pages"], ["pages differ"]) == mismatch
     expected = None if mismatch else defect
     assert match([defect], HOT_CELL, "7.2.22", ["ram-pages"], ["pages differ"]) == expected
+
+
+def test_message_in_every_failure_needs_it_in_each_message() -> None:
+    some = synthetic(message_contains="mid-write")
+    every = synthetic(message_contains="mid-write", message_in_every_failure=True)
+    messages = ["page 1 sent mid-write", "page 9 wholly stale"]
+    assert some.mismatch(HOT_CELL, "7.2.22", ["ram-pages"], messages) is None
+    assert every.mismatch(HOT_CELL, "7.2.22", ["ram-pages"], messages) == (
+        "a failure message does not contain 'mid-write'"
+    )
+    assert every.mismatch(HOT_CELL, "7.2.22", ["ram-pages"], messages[:1]) is None
+    assert every.mismatch(HOT_CELL, "7.2.22", ["ram-pages"], []) is not None
 
 
 def test_the_first_matching_entry_wins() -> None:
@@ -221,6 +239,14 @@ note = "n"
         (ENTRY + 'introduced = "9.0"\nfixed = "8.2"\n', "defect[0] (x).fixed: 8.2 is not after"),
         (ENTRY + "smp_min = 0\n", "defect[0] (x).smp_min: must be an integer of 1 or more"),
         (ENTRY + "smp_min = true\n", "defect[0] (x).smp_min: must be an integer"),
+        (
+            ENTRY + 'message_contains = "m"\nmessage_in_every_failure = 1\n',
+            "defect[0] (x).message_in_every_failure: must be true or false",
+        ),
+        (
+            ENTRY + "message_in_every_failure = true\n",
+            "defect[0] (x).message_in_every_failure: needs message_contains",
+        ),
         (ENTRY + 'upstream_fix = "abc"\n', "defect[0] (x).upstream_fix: must be a table"),
         (
             ENTRY + 'upstream_fix = { commit = "xyz", subject = "s" }\n',

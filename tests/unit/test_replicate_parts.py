@@ -15,7 +15,6 @@ from testbed.node.replicate import (
     ReplicationError,
     Replicator,
     bsd_sum,
-    page_diff,
     page_hashes,
     serve_receiver,
 )
@@ -87,26 +86,3 @@ def test_corrupt_final_page_makes_exactly_that_page_differ(tmp_path: Path) -> No
     with pytest.raises(ReplicationError, match=r"--corrupt-final-page 4 is outside the region"):
         replicator._corrupt_replica(4)
     dest.close()
-
-
-def tstaeshm_page(page: int, writes: list[int]) -> bytes:
-    """A page as tstaeshm leaves it: word i holds (write << 24) ^ (page << 12) ^ i, with
-    ``writes[i]`` the write that last reached word i."""
-    mask = (1 << 64) - 1
-    return b"".join(
-        (((w << 24) ^ (page << 12) ^ i) & mask).to_bytes(8, "little") for i, w in enumerate(writes)
-    )
-
-
-def test_page_diff_finds_the_words_that_differ() -> None:
-    """A page sent while the guest wrote it: the replica has the new write up to word 300
-    and the older one after."""
-    region = tstaeshm_page(13, [4502] * 512)
-    replica = tstaeshm_page(13, [4502] * 300 + [4410] * 212)
-    diff = page_diff(13, region, replica)
-    assert (diff.page, diff.words_differing, diff.first_differing) == (13, 212, 300)
-    assert set(diff.region) == set(diff.replica) == {"0", "300", "511"}
-    assert diff.region["0"] == diff.replica["0"] == f"{(4502 << 24) ^ (13 << 12):#018x}"
-    assert diff.replica["300"] == f"{(4410 << 24) ^ (13 << 12) ^ 300:#018x}"
-    same = page_diff(2, region, region)
-    assert same.words_differing == 0 and set(same.region) == {"0", "511"}

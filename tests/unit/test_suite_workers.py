@@ -65,3 +65,15 @@ def test_each_worker_has_its_own_subnets(
         text = f.read()
     assert subnet in text
     assert ("10.210.10." in text) == (subnet == "10.210.10.")
+
+
+@pytest.mark.parametrize("worker", ["gw1", ""])
+def test_only_the_workers_reorder(
+    monkeypatch: pytest.MonkeyPatch, pytestconfig: pytest.Config, worker: str
+) -> None:
+    """A run in one process (-n 0, for -s or --pdb) keeps the unit tests first."""
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+    collected = [FakeItem("tests/unit/test_a.py::t"), FakeItem(f"{conftest.LONGEST_MODULES[0]}::t")]
+    items = cast(list[pytest.Item], list(collected))
+    conftest.pytest_collection_modifyitems(cast(pytest.Session, None), pytestconfig, items)
+    assert (items == collected) is (worker == "")

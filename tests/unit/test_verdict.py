@@ -8,11 +8,13 @@ import pytest
 from testbed.checks.base import CheckResult, VerdictKind, failed, passed, skipped
 from testbed.checks.shmem import CheckpointExact
 from testbed.cleanup import Removed
+from testbed.cli.run import exit_code
 from testbed.known_defects import load_defects
 from testbed.matrix.records import Cell
-from testbed.node.replicate import Checkpoint, page_diff
+from testbed.node.replica_diff import page_diff
+from testbed.node.replicate import Checkpoint
 from testbed.scenarios.common import CleanupReport, decide
-from tests.unit.test_replicate_parts import tstaeshm_page
+from tests.unit.guest_programs import tstaeshm_page
 
 DEFECTS = {d.id: d for d in load_defects()}
 SHM_FIX = "tcg-dirty-sync-fastpath"
@@ -237,49 +239,42 @@ def test_cleanup_summary_when_the_created_lab_was_already_gone() -> None:
 )
 def test_exit_code_of_a_verdict(verdict: str, strict: bool, code: int) -> None:
     """A known defect exits 0 unless --strict; end to end, test_shmem_faults.py shows both."""
-    from testbed.cli.run import exit_code
-
     assert exit_code(verdict, strict) == code
 
 
-def in_flight_checks(pages_sent_mid_write: bool) -> list[CheckResult]:
-    """A remap run whose checkpoint 4 found page 41 differing: the real judge's result, on
-    a page sent while the guest wrote it, or on a page wholly stale."""
-    region = tstaeshm_page(41, [11613] * 512)
-    replica = tstaeshm_page(
-        41, [11613] * 317 + [11530] * 195 if pages_sent_mid_write else [11530] * 512
-    )
-    cp = Checkpoint(
-        4,
-        False,
-        False,
-        [41],
-        "1 1024",
-        "2 1024",
-        "postmigrate",
-        9,
-        9,
-        [page_diff(41, region, replica)],
-    )
-    return [
-        r if r.check != "checkpoint" or r.subject != "checkpoint 2" else CheckpointExact().judge(cp)
-        for r in shmem_checks()
-    ]
+def inexact(epoch: int, page: int, sent_mid_write: bool) -> CheckResult:
+    """The real judge's result on a checkpoint of a remap run where ``page`` differed: sent
+    while the guest wrote it (words 317 on hold the write before), or wholly stale."""
+    region = tstaeshm_page(page, [11613] * 512)
+    writes = [11613] * 317 + [11530] * 195 if sent_mid_write else [11530] * 512
+    diff = page_diff(page, region, tstaeshm_page(page, writes))
+    cp = Checkpoint(epoch, False, False, [page], "1 1024", "2 1024", "postmigrate", 9, 9, [diff])
+    return CheckpointExact().judge(cp)
+
+
+def remap_checks(*checkpoints: CheckResult) -> list[CheckResult]:
+    """shmem_checks() with its checkpoints 2 and 3 replaced by these (inexact) ones."""
+    kept = [r for r in shmem_checks() if r.subject not in ("checkpoint 2", "checkpoint 3")]
+    return kept + list(checkpoints)
 
 
 @pytest.mark.parametrize(
-    ("arch", "load", "version", "mid_write", "verdict"),
+    ("arch", "version", "checkpoints", "verdict"),
     [
-        ("armv7", "remap", "10.0.2", True, VerdictKind.KNOWN_DEFECT),
-        ("armv7", "remap", "10.0.2", False, VerdictKind.FAIL),  # not that shape: a new loss
-        ("armv8", "remap", "10.0.2", True, VerdictKind.FAIL),  # only armv7 was measured
-        ("armv7", "remap", "7.2.22", True, VerdictKind.FAIL),  # only 10.0 was measured
+        ("armv7", "10.0.2", [(4, 41, True)], VerdictKind.KNOWN_DEFECT),
+        ("armv7", "10.0.2", [(4, 41, True), (6, 107, True)], VerdictKind.KNOWN_DEFECT),
+        ("armv7", "10.0.2", [(4, 41, False)], VerdictKind.FAIL),  # another shape: a new loss
+        # one checkpoint of that shape does not excuse another of a different one
+        ("armv7", "10.0.2", [(4, 41, True), (6, 107, False)], VerdictKind.FAIL),
+        ("armv8", "10.0.2", [(4, 41, True)], VerdictKind.FAIL),  # only armv7 was measured
+        ("armv7", "7.2.22", [(4, 41, True)], VerdictKind.FAIL),  # only 10.0 was measured
     ],
 )
 def test_a_remap_page_sent_mid_write_is_known_on_armv7_10_0_only(
-    arch: str, load: str, version: str, mid_write: bool, verdict: VerdictKind
+    arch: str, version: str, checkpoints: list[tuple[int, int, bool]], verdict: VerdictKind
 ) -> None:
-    decided = decide(in_flight_checks(mid_write), shmem_cell(load, arch=arch), version, "tcg")
+    checks = remap_checks(*(inexact(*cp) for cp in checkpoints))
+    decided = decide(checks, shmem_cell("remap", arch=arch), version, "tcg")
     assert decided.verdict is verdict, decided.failures
     if verdict is VerdictKind.KNOWN_DEFECT:
         assert decided.known_defect is not None and decided.known_defect.id == IN_FLIGHT
