@@ -40,13 +40,12 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from testbed import codec
 from testbed.node.migration import capability_settings
-from testbed.node.replica_diff import MAX_PAGE_DIFFS, ReplicaPageDiff, page_diff
+from testbed.node.replica_diff import MAX_PAGE_DIFFS, PAGE, ReplicaPageDiff, page_diff
 from testbed.node.stream import MigrationStreamParser, StreamError
 from testbed.wait import WaitTimeout, wait_until
 
 LOG = logging.getLogger(__name__)
 
-PAGE = 4096
 HASH_BYTES = 8
 GREETING_TIMEOUT = 5.0
 ITERATE_DOWNTIME_MS = 1  # keep iterating (0 is refused by QEMU 7.2)

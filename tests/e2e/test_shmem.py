@@ -12,11 +12,7 @@ import pytest
 
 from testbed.lab.lab import Lab
 from testbed.protocol import Run, VmSpec, VmStart, VmStop
-from tests.conftest import (
-    lab_for_module,
-    run_cli,
-    suite_topology,
-)
+from tests.conftest import lab_for_module, run_cli, suite_topology
 from tests.e2e import shmem_runs
 from tests.e2e.shmem_runs import failing
 
